@@ -1,0 +1,29 @@
+# micml: reproducible benchmark of MICML and its baselines on small moving objects.
+#
+# Results path scheme (every stage mirrors it under logs/ and benchmarks/):
+#   resources/raw/{dataset}/                   native tree (downloaded, placed, or synthetic)
+#   resources/raw/{dataset}.manifest.json      what was verified or generated
+#   results/data/{dataset}/                    unified frames, annotations/{split}.json, meta.json
+#   results/{dataset}/dataset_summary.{csv,md,png}
+#   results/ops/dcn_check.{json,md}            deformable-convolution check on this machine
+#   results/tables/                            cross-dataset tables
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/datasets.smk"
+include: "rules/ops.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,161 @@
+"""The `micml` command. Each subcommand calls the same function the workflow's rule calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def subcommand(name: str, summary: str):
+    def register(add_arguments):
+        SUBCOMMANDS[name] = (summary, add_arguments)
+        return add_arguments
+    return register
+
+
+def parse_options(pairs: Sequence[str]) -> dict:
+    """KEY=VALUE pairs, VALUE parsed as JSON when it is JSON (numbers, lists) else kept as text."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"micml: option {pair!r} is not KEY=VALUE (e.g. val_videos='[\"001\"]')")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+@subcommand("synth", "render the synthetic dataset in a native format")
+def _synth(parser):
+    parser.description = ("Render the embedded synthetic dataset into a native format, so that the "
+                          "real converters can run on it.")
+    parser.add_argument("format", choices=["rscar", "viso", "dronecrowd", "video"], help="native format to write")
+    parser.add_argument("out", type=Path, help="folder to create (for `video`, the folder that gets video.mp4)")
+    parser.add_argument("--preset", default="default", choices=["easy", "default", "hard"], help="difficulty preset")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a SyntheticSpec field, e.g. --set n_frames=20 (repeatable)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+    def run(args):
+        from micml.data import render, synthetic
+
+        spec = synthetic.spec_from_settings({"preset": args.preset, "seed": args.seed,
+                                             "overrides": parse_options(args.overrides)})
+        manifest = render.synthesize(args.format, args.out, spec, overwrite=args.overwrite)
+        print(json.dumps(manifest, indent=2, default=str))
+    parser.set_defaults(run=run)
+
+
+@subcommand("convert", "native tree or video -> unified layout")
+def _convert(parser):
+    parser.description = ("Convert a native dataset tree (RsCarData, VISO MOT, DroneCrowd) or a video file "
+                          "into the unified layout: frames/<video>/<000001>.jpg, annotations/<split>.json, meta.json.")
+    parser.add_argument("format", choices=["rscar", "viso", "dronecrowd", "video"], help="native format of SRC")
+    parser.add_argument("src", type=Path, help="native tree root (or the .mp4/.avi file for `video`)")
+    parser.add_argument("dst", type=Path, help="unified dataset folder to create (replaced atomically)")
+    parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                        help="converter option, e.g. -o 'test_videos=[\"002\",\"003\"]' (repeatable)")
+
+    def run(args):
+        from micml.data import converters
+
+        print(converters.convert(args.format, args.src, args.dst, **parse_options(args.option)))
+    parser.set_defaults(run=run)
+
+
+@subcommand("fetch", "verify, download or unpack a real dataset")
+def _fetch(parser):
+    parser.description = ("Verify (and where a direct URL exists, download) a real dataset listed in "
+                          "config/datasets.yaml, then unpack it safely. For cloud-drive sources it says "
+                          "exactly which file to fetch and where to put it.")
+    parser.add_argument("dataset", help="entry of the sources file, e.g. rscar, viso, dronecrowd")
+    parser.add_argument("--sources", type=Path, default=Path("config/datasets.yaml"), help="sources catalogue")
+    parser.add_argument("--raw", type=Path, default=Path("resources/raw"), help="folder holding the archives")
+    parser.add_argument("--dest", type=Path, help="folder to unpack into (default RAW/DATASET)")
+
+    def run(args):
+        from micml.data import download
+
+        catalogue = download.load_sources(args.sources)
+        manifest = download.fetch_dataset(args.dataset, catalogue, args.raw, args.dest or args.raw / args.dataset)
+        print(json.dumps(manifest, indent=2, default=str))
+    parser.set_defaults(run=run)
+
+
+@subcommand("summarize", "dataset summary table and figure")
+def _summarize(parser):
+    parser.description = "Write a dataset's summary table (CSV, Markdown) and figure (PNG)."
+    parser.add_argument("dataset", type=Path, help="unified dataset folder (holds meta.json)")
+    parser.add_argument("out", type=Path, help="output prefix; writes OUT.csv, OUT.md and OUT.png")
+
+    def run(args):
+        from micml.data.summary import summarize_dataset
+
+        table = summarize_dataset(args.dataset, args.out.with_suffix(".csv"), args.out.with_suffix(".md"),
+                                  args.out.with_suffix(".png"))
+        print(table.to_string())
+    parser.set_defaults(run=run)
+
+
+@subcommand("dcn-check", "check the deformable convolution on this machine")
+def _dcn_check(parser):
+    parser.description = ("Check the deformable convolution against a slow reference on this machine "
+                          "(CUDA when available) and report its speed.")
+    parser.add_argument("out", type=Path, help="output prefix; writes OUT.json and OUT.md")
+    parser.add_argument("--cpu", action="store_true", help="check on the CPU even when CUDA is available")
+
+    def run(args):
+        from micml.diagnostics import write_dcn_check
+
+        result = write_dcn_check(args.out.with_suffix(".json"), args.out.with_suffix(".md"), use_gpu=not args.cpu)
+        print(json.dumps(result, indent=2))
+    parser.set_defaults(run=run)
+
+
+@subcommand("models", "parameters and GFLOPs of every model variant")
+def _models(parser):
+    parser.description = "Write the table of model variants: parameters and GFLOPs at given input sizes."
+    parser.add_argument("out", type=Path, help="output prefix; writes OUT.csv and OUT.md")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="square input sizes")
+
+    def run(args):
+        from micml.diagnostics import write_model_table
+        from micml.models import VARIANTS
+
+        table = write_model_table(VARIANTS, args.sizes, args.out.with_suffix(".csv"), args.out.with_suffix(".md"))
+        print(table.to_string())
+    parser.set_defaults(run=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="micml", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (summary, add_arguments) in SUBCOMMANDS.items():
+        add_arguments(commands.add_parser(name, help=summary, formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except (ValueError, OSError) as error:  # our errors carry the file and the fix
+        print(f"micml {args.command}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The data stage as the workflow runs it: get a native tree, then convert it.
+
+Each dataset passes through a manifest, ``<raw>/<dataset>.manifest.json``, written only after
+its native tree is complete (generated, or verified and unpacked). The converter reads the
+tree the manifest points to and records the manifest in the unified dataset's meta.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from micml.data import converters, download, render, synthetic
+
+log = logging.getLogger(__name__)
+
+
+def write_manifest(path: Path | str, manifest: Mapping[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def read_manifest(path: Path | str) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise download.SourceError(f"{path}: unreadable manifest ({error}); delete it and re-run the workflow") from None
+
+
+def prepare_synthetic(dataset: str, entry: Mapping[str, Any], settings: Mapping[str, Any], *,
+                      tree: Path | str, manifest_path: Path | str) -> dict:
+    """Render the embedded synthetic default into `tree` in the entry's native format."""
+    spec = synthetic.spec_from_settings(settings)
+    log.info("rendering synthetic %s (%s format) into %s", dataset, entry["format"], tree)
+    rendered = render.synthesize(entry["format"], Path(tree), spec, overwrite=True)
+    manifest = {
+        "dataset": dataset,
+        "source": "synthetic",
+        "format": entry["format"],
+        "tree": str(render.native_input(entry["format"], Path(tree))),
+        "converter_options": rendered.get("converter_options", {}),
+        "synthetic": rendered,
+    }
+    write_manifest(manifest_path, manifest)
+    return manifest
+
+
+def prepare_placed(dataset: str, entry: Mapping[str, Any], sources_path: Path | str, *,
+                   raw_dir: Path | str, tree: Path | str, manifest_path: Path | str) -> dict:
+    """Verify (and unpack or download) a real dataset, or check a tree/video the user points at."""
+    if entry["source"] == "path":
+        path = Path(tree)
+        if not path.exists():
+            raise download.SourceError(
+                f"{path}: not found; dataset {dataset!r} has source 'path' in the config, so this "
+                "file or folder must exist (fix `path:` in config/config.yaml)")
+        files = {"path": str(path.resolve())}
+    else:
+        catalogue = download.load_sources(sources_path)
+        name = entry.get("archive") or dataset
+        if name not in catalogue:
+            raise download.SourceError(
+                f"{sources_path}: no entry {name!r} for dataset {dataset!r}; known: {', '.join(sorted(catalogue))}")
+        files = download.fetch_dataset(name, catalogue, Path(raw_dir), Path(tree))
+    manifest = {"dataset": dataset, "source": entry["source"], "format": entry["format"],
+                "tree": str(tree), "converter_options": {}, "files": files}
+    write_manifest(manifest_path, manifest)
+    return manifest
+
+
+def convert_prepared(manifest_path: Path | str, dst: Path | str, entry: Mapping[str, Any]) -> Path:
+    """Convert the tree a manifest points to; config options override the manifest's suggestions."""
+    manifest = read_manifest(manifest_path)
+    options = {**manifest.get("converter_options", {}), **dict(entry.get("convert", {}))}
+    log.info("converting %s (%s) with options %s", manifest["tree"], manifest["format"], options)
+    return converters.convert(manifest["format"], Path(manifest["tree"]), Path(dst),
+                              sources=manifest, **options)

@@ -1,0 +1,70 @@
+# Helpers shared by the stage files. No rules here.
+import os
+import re
+from pathlib import Path
+
+# Jobs import the `micml` package from this checkout, also inside `--sdm conda` envs.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+
+RAW = config["paths"]["raw"]
+DATASETS = config["datasets"]
+SYNTHETIC_DATASETS = [name for name, entry in DATASETS.items() if entry["source"] == "synthetic"]
+PLACED_DATASETS = [name for name, entry in DATASETS.items() if entry["source"] != "synthetic"]
+MODEL_VARIANTS = [
+    "centernet",
+    "dsfnet_static",
+    "dsfnet_dynamic",
+    "dsfnet",
+    "micml",
+    "micml_motion_at_test",
+    "micml_no_adapter",
+    "micml_no_mining",
+]
+
+
+def alternatives(names):
+    """A wildcard constraint matching exactly these names (and nothing when empty)."""
+    return "|".join(re.escape(name) for name in names) or "(?!x)x"
+
+
+wildcard_constraints:
+    dataset=alternatives(DATASETS),
+
+
+def dataset_entry(wildcards):
+    return DATASETS[wildcards.dataset]
+
+
+def native_tree(wildcards):
+    """Where the native tree of a dataset lives (or the user's own tree/video file)."""
+    entry = DATASETS[wildcards.dataset]
+    if entry["source"] == "path":
+        return entry["path"]
+    return f"{RAW}/{wildcards.dataset}"
+
+
+def sources_catalogue():
+    """config/datasets.yaml, looked up in the working directory first, then beside the Snakefile."""
+    path = Path(config["paths"]["sources"])
+    if path.is_absolute() or path.exists():
+        return str(path)
+    return str(Path(workflow.basedir) / path)
+
+
+def gpus_available():
+    """GPUs granted to this run with `--resources gpu=N` (0 when not given)."""
+    return int(workflow.global_resources.get("gpu", 0) or 0)
+
+
+def gpus_for_check(wildcards):
+    """The DCN check runs on the device training will use: a GPU when the run has one."""
+    return min(1, gpus_available())
+
+
+def all_targets():
+    targets = [
+        "results/ops/dcn_check.json",
+        "results/tables/models.csv",
+    ]
+    targets += expand("results/{dataset}/dataset_summary.{ext}", dataset=DATASETS, ext=["csv", "md", "png"])
+    return targets

@@ -1,0 +1,68 @@
+# Data stage: native tree (synthetic, downloaded, or placed by the user) -> unified layout
+# -> per-dataset summary.
+
+
+rule synthesize:
+    output:
+        manifest=f"{RAW}/{{dataset}}.manifest.json",
+    wildcard_constraints:
+        dataset=alternatives(SYNTHETIC_DATASETS),
+    params:
+        entry=dataset_entry,
+        synthetic=config["synthetic"],
+        tree=native_tree,
+    log:
+        "logs/datasets/synthesize/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/synthesize.py"
+
+
+rule fetch:
+    output:
+        manifest=f"{RAW}/{{dataset}}.manifest.json",
+    wildcard_constraints:
+        dataset=alternatives(PLACED_DATASETS),
+    params:
+        entry=dataset_entry,
+        sources=sources_catalogue(),
+        raw=RAW,
+        tree=native_tree,
+    localrule: True
+    log:
+        "logs/datasets/fetch/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/fetch.py"
+
+
+rule convert:
+    input:
+        manifest=f"{RAW}/{{dataset}}.manifest.json",
+    output:
+        meta="results/data/{dataset}/meta.json",
+    params:
+        entry=dataset_entry,
+    log:
+        "logs/datasets/convert/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/convert.py"
+
+
+rule dataset_summary:
+    input:
+        meta="results/data/{dataset}/meta.json",
+    output:
+        csv="results/{dataset}/dataset_summary.csv",
+        md="results/{dataset}/dataset_summary.md",
+        png="results/{dataset}/dataset_summary.png",
+    log:
+        "logs/datasets/dataset_summary/{dataset}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/dataset_summary.py"

@@ -1,0 +1,31 @@
+# Deformable convolution: the reference compiles DCNv2; here the build step becomes a check
+# that the operator used for training matches a slow reference on this machine's device.
+
+
+rule dcn_check:
+    output:
+        json="results/ops/dcn_check.json",
+        md="results/ops/dcn_check.md",
+    resources:
+        gpu=gpus_for_check,
+    log:
+        "logs/ops/dcn_check.log",
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/dcn_check.py"
+
+
+rule model_table:
+    output:
+        csv="results/tables/models.csv",
+        md="results/tables/models.md",
+    params:
+        variants=MODEL_VARIANTS,
+        sizes=[512, 1024],
+    log:
+        "logs/ops/model_table.log",
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/model_table.py"
