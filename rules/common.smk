@@ -3,8 +3,9 @@ import os
 import re
 from pathlib import Path
 
-# Jobs import the `micml` package from this checkout, also inside `--sdm conda` envs.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+# Jobs import the `micml` package from this checkout, also inside `--sdm conda` envs, which
+# hold only its dependencies. This sets a variable for the jobs; it requires none from the user.
+os.environ.update(PYTHONPATH=os.pathsep.join([workflow.basedir, *os.environ.copy().get("PYTHONPATH", "").split(os.pathsep)]).rstrip(os.pathsep))
 
 RAW = config["paths"]["raw"]
 DATASETS = config["datasets"]
@@ -53,7 +54,7 @@ def sources_catalogue():
 
 def gpus_available():
     """GPUs granted to this run with `--resources gpu=N` (0 when not given)."""
-    return int(workflow.global_resources.get("gpu", 0) or 0)
+    return int(workflow.global_resources.get("gpu").value or 0)
 
 
 def gpus_for_check(wildcards):

@@ -27,7 +27,6 @@ rule fetch:
     params:
         entry=dataset_entry,
         sources=sources_catalogue(),
-        raw=RAW,
         tree=native_tree,
     localrule: True
     log:

@@ -1,0 +1,52 @@
+"""The workflow configuration is validated against config/schema.yaml with clear messages."""
+
+import pytest
+import yaml
+
+from micml.config import DEFAULT_CONFIG_PATH, SCHEMA_PATH, ConfigError, load_config, validate
+
+
+def default_config():
+    return yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+
+
+def test_default_config_is_valid_and_gets_defaults():
+    config = load_config()
+    assert set(config["datasets"]) >= {"synthetic"}
+    assert config["paths"]["raw"] == "resources/raw"
+    assert config["datasets"]["synthetic"]["convert"] == {}
+
+
+def every_property_schema(schema):
+    for name, sub in schema.get("properties", {}).items():
+        yield name, sub
+        yield from every_property_schema(sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        yield from every_property_schema(extra)
+
+
+def test_every_schema_key_has_description_and_default():
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    assert schema["$schema"].endswith("2020-12/schema")
+    for name, sub in every_property_schema(schema):
+        assert "description" in sub, f"schema key {name!r} lacks a description"
+        assert "default" in sub, f"schema key {name!r} lacks a default"
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda c: c["datasets"]["synthetic"].update(format="mp4"), "'datasets/synthetic/format'"),
+        (lambda c: c["synthetic"].update(seed="zero"), "'synthetic/seed': 'zero' is not of type 'integer'"),
+        (lambda c: c.update(dataset={}), "Additional properties are not allowed ('dataset' was unexpected)"),
+        (lambda c: c["datasets"].update({"bad name": {"format": "viso", "source": "archive"}}), "does not match"),
+    ],
+)
+def test_bad_config_names_the_key(mutate, fragment):
+    config = default_config()
+    mutate(config)
+    with pytest.raises(ConfigError) as error:
+        validate(config, source="config.yaml")
+    assert fragment in str(error.value)
+    assert str(error.value).startswith("config.yaml: invalid value at")
