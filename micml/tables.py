@@ -26,7 +26,7 @@ def markdown_table(frame: pd.DataFrame, *, index: bool = False) -> str:
     header = [str(column) for column in frame.columns]
     numeric = [pd.api.types.is_numeric_dtype(frame[column]) for column in frame.columns]
     lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if is_number else "---" for is_number in numeric) + "|"]
+             "| " + " | ".join("---:" if is_number else "---" for is_number in numeric) + " |"]
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(format_cell(value) for value in row) + " |")
     return "\n".join(lines) + "\n"

@@ -61,16 +61,16 @@ def prepare_placed(dataset: str, entry: Mapping[str, Any], sources_path: Path | 
             raise download.SourceError(
                 f"{path}: not found; dataset {dataset!r} has source 'path' in the config, so this "
                 "file or folder must exist (fix `path:` in config/config.yaml)")
-        files = {"path": str(path.resolve())}
+        fetched = {"tree": str(path.resolve()), "placed_tree": True, "files": []}
     else:
         catalogue = download.load_sources(sources_path)
         name = entry.get("archive") or dataset
         if name not in catalogue:
             raise download.SourceError(
                 f"{sources_path}: no entry {name!r} for dataset {dataset!r}; known: {', '.join(sorted(catalogue))}")
-        files = download.fetch_dataset(name, catalogue, Path(raw_dir), Path(tree))
-    manifest = {"dataset": dataset, "source": entry["source"], "format": entry["format"],
-                "tree": str(tree), "converter_options": {}, "files": files}
+        fetched = download.fetch_dataset(name, catalogue, Path(raw_dir), Path(tree))
+    manifest = {**fetched, "dataset": dataset, "source": entry["source"], "format": entry["format"],
+                "converter_options": {}}
     write_manifest(manifest_path, manifest)
     return manifest
 
