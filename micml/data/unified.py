@@ -190,7 +190,10 @@ def _checked_boxes(boxes, track_ids, record: VideoRecord, frame: int, source: st
         bad = array[np.argmax(degenerate)].tolist()
         raise DatasetError(f"{where}: box {bad} has zero or negative size after clipping to "
                            f"{record.width}x{record.height}; fix or remove it in the annotation file")
-    ids = np.full(len(array), -1, np.int64) if track_ids is None else np.asarray(track_ids, np.int64)
+    ids = np.full(len(array), -1, np.int64) if track_ids is None else np.asarray(track_ids, np.int64).reshape(-1)
+    if len(ids) != len(array):
+        # coco_document zips boxes with ids: a shorter id list would drop boxes without a word
+        raise DatasetError(f"{where}: {len(array)} boxes but {len(ids)} track ids; give one id per box")
     return array.astype(np.float32), ids
 
 
