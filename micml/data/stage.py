@@ -2,7 +2,8 @@
 
 Each dataset passes through a manifest, ``<raw>/<dataset>.manifest.json``, written only after
 its native tree is complete (generated, or verified and unpacked). The converter reads the
-tree the manifest points to and records the manifest in the unified dataset's meta.json.
+tree the manifest points to and records the manifest in the unified dataset's meta.json
+(`native_source`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from micml.data import converters, download, render, synthetic
+from micml.data import converters, download, render, synthetic, unified
 
 log = logging.getLogger(__name__)
 
@@ -80,5 +81,6 @@ def convert_prepared(manifest_path: Path | str, dst: Path | str, entry: Mapping[
     manifest = read_manifest(manifest_path)
     options = {**manifest.get("converter_options", {}), **dict(entry.get("convert", {}))}
     log.info("converting %s (%s) with options %s", manifest["tree"], manifest["format"], options)
-    return converters.convert(manifest["format"], Path(manifest["tree"]), Path(dst),
-                              sources=manifest, **options)
+    root = converters.convert(manifest["format"], Path(manifest["tree"]), Path(dst), **options)
+    unified.update_meta(root, native_source=manifest)
+    return root

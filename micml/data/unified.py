@@ -230,6 +230,14 @@ def coco_document(videos: Sequence[Video], classes: Sequence[str]) -> dict:
     return doc
 
 
+def update_meta(root: Path | str, **fields: object) -> dict:
+    """Add fields to a committed dataset's meta.json (atomically)."""
+    path = Path(root) / META_FILE
+    meta = {**json.loads(path.read_text()), **fields}
+    _write_json(path, meta)
+    return meta
+
+
 def _write_json(path: Path, document: object) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(document, indent=None, separators=(",", ":")))
