@@ -1,0 +1,204 @@
+"""Run a trained detector over one split of a unified dataset and export its detections.
+
+```
+<out_dir>/mat/<video>/<frame:06d>.mat    one per frame, also for frames without detections
+<out_dir>/detections.json                COCO results, image ids of annotations/<split>.json
+<out_dir>/detections.csv                 video, frame, x1, y1, x2, y2, score
+<out_dir>/predict.json                   settings, checkpoint, versions, frames/s
+```
+The folder is built as ``<out_dir>.partial`` and renamed into place when complete, so a killed run
+never leaves a folder that the evaluation would accept. Frames are decoded once each and streamed
+through a rolling window of the last five, so memory does not grow with the video length.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import micml
+from micml.data.clips import SEQ_LEN
+from micml.data.unified import UnifiedDataset, read_image
+from micml.engine.checkpoint import CheckpointError, build_model
+from micml.evaluation.matfiles import coco_image_index
+from micml.inference.decode import REFERENCE_TOP_K
+from micml.inference.export import DetectionWriter
+from micml.inference.tiling import DEFAULT_OVERLAP, TiledDetector
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "predict.json"
+# Options that describe how a model was *initialised*, not its architecture: the checkpoint's
+# weights replace them, and the file they name need not exist where the detector is used.
+INITIALISATION_OPTIONS = ("pretrained",)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def load_detector(checkpoint_path: str | os.PathLike, expected_variant: str | None = None,
+                  device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild the model a micml checkpoint was trained as, load its weights, eval mode.
+
+    Raises CheckpointError naming the file when it is missing, unreadable, not a micml
+    checkpoint, of another variant than `expected_variant`, or when its weights do not fit.
+    """
+    path = Path(checkpoint_path)
+    checkpoint = _read_checkpoint(path)
+    variant, options = _model_description(checkpoint, path)
+    if expected_variant is not None and variant != expected_variant:
+        raise CheckpointError(
+            f"{path}: checkpoint holds a {variant!r} model but {expected_variant!r} was asked for; "
+            f"pass a checkpoint trained as {expected_variant!r}, or ask for {variant!r}")
+    model = build_model(variant, options)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path}: its weights do not fit the {variant!r} model rebuilt from its own options "
+            f"({str(error).splitlines()[0]}); the file comes from an incompatible micml version or was "
+            "modified: re-train or re-download it") from error
+    return model.to(device).eval()
+
+
+def _read_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; train a model (`micml train`) or give the "
+                              "path of an existing checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError... by damage
+        raise CheckpointError(
+            f"{path}: cannot be read as a checkpoint ({type(error).__name__}: {str(error).splitlines()[0]}); "
+            "the file is corrupt or truncated: re-train or re-download it") from error
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        found = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+        raise CheckpointError(f"{path}: not a micml checkpoint (expected a dict with a 'state_dict', found "
+                              f"{found}); give a checkpoint written by `micml train`")
+    return dict(checkpoint)
+
+
+def _model_description(checkpoint: Mapping, path: Path) -> tuple[str, dict]:
+    """(variant, build options) of a checkpoint: the engine's `model: {name, options}`, or the
+    flat `variant` + `model_options` form."""
+    model = checkpoint.get("model")
+    if isinstance(model, Mapping) and "name" in model:
+        name, options = model["name"], model.get("options")
+    elif "variant" in checkpoint:
+        name, options = checkpoint["variant"], checkpoint.get("model_options")
+    else:
+        raise CheckpointError(
+            f"{path}: holds weights but no model description (no 'model' or 'variant' entry); a checkpoint "
+            "of the reference MICML/DSFNet code loads with micml.models.load_reference_checkpoint("
+            "micml.models.build(<variant>), path) instead")
+    options = {key: value for key, value in dict(options or {}).items()
+               if key not in INITIALISATION_OPTIONS and key != "variant"}
+    return str(name), options
+
+
+# --------------------------------------------------------------------------- clips
+
+
+def rolling_clips(frames: Iterable[np.ndarray], length: int = SEQ_LEN) -> Iterator[tuple[np.ndarray, ...]]:
+    """Clips (t, t-1, ..., t-length+1), earlier frames clamped to the first, from a stream of
+    frames decoded once each (`micml.data.clips.clip_frame_indices` order)."""
+    window: deque[np.ndarray] = deque(maxlen=length)
+    for frame in frames:
+        window.append(frame)
+        newest_first = list(reversed(window))
+        yield tuple(newest_first + [window[0]] * (length - len(window)))
+
+
+# --------------------------------------------------------------------------- predict a split
+
+
+@dataclass
+class PredictionSummary:
+    out_dir: str
+    checkpoint: str
+    variant: str
+    split: str
+    tile: int | None
+    overlap: int
+    batch_size: int
+    top_k: int
+    soft_nms: bool
+    device: str
+    videos: int
+    frames: int
+    detections: int
+    seconds: float
+    frames_per_second: float
+
+
+def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
+                  out_dir: str | os.PathLike, *, expected_variant: str | None = None, tile: int | None = None,
+                  overlap: int = DEFAULT_OVERLAP, batch_size: int = 1, top_k: int = REFERENCE_TOP_K,
+                  soft_nms: bool = True, device: str | torch.device = "cpu", progress: bool = True
+                  ) -> PredictionSummary:
+    """Detect on every frame of `split` and write `out_dir` (see the module docstring).
+
+    `tile=None` runs whole frames (the reference's setting); otherwise tiles of `tile` pixels with
+    `overlap` (see `micml.inference.tiling`).
+    """
+    dataset = UnifiedDataset(dataset_root)
+    videos = dataset.videos(split)
+    image_ids = coco_image_index(dataset.annotation_file(split))
+    model = load_detector(checkpoint, expected_variant, device)
+    detector = TiledDetector(model, tile=tile, overlap=overlap, batch_size=batch_size, top_k=top_k,
+                             soft_nms=soft_nms, device=device)
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".partial")
+    if work.exists():
+        shutil.rmtree(work)  # left by a killed run: never trusted
+    total_frames = sum(video.record.n_frames for video in videos)
+    started = time.perf_counter()
+    with DetectionWriter(work, image_ids) as writer, \
+            tqdm(total=total_frames, unit="frame", desc=f"detect {split}", disable=not progress) as bar:
+        for video in videos:
+            name = video.record.name
+            frames = (read_image(dataset.frame_path(name, f)) for f in range(1, video.record.n_frames + 1))
+            for frame, detections in enumerate(detector.detect_clips(rolling_clips(frames)), start=1):
+                writer.add(name, frame, detections)
+                bar.update()
+    seconds = time.perf_counter() - started
+    summary = PredictionSummary(
+        out_dir=str(out_dir), checkpoint=str(checkpoint), variant=getattr(model, "variant", "?"), split=split,
+        tile=tile, overlap=overlap, batch_size=batch_size, top_k=top_k, soft_nms=soft_nms, device=str(device),
+        videos=len(videos), frames=writer.frames, detections=writer.rows, seconds=round(seconds, 3),
+        frames_per_second=round(writer.frames / seconds, 3) if seconds > 0 else float("inf"))
+    log.info("%s/%s: %d frames in %.1f s, %.2f frames/s (tile %s, device %s)", Path(dataset_root).name, split,
+             summary.frames, seconds, summary.frames_per_second, tile or "whole frame", device)
+    _write_summary(work / SUMMARY_FILE, summary)
+    replace_directory(work, out_dir)
+    return summary
+
+
+def _write_summary(path: Path, summary: PredictionSummary) -> None:
+    versions = {"micml": micml.__version__, "torch": torch.__version__, "numpy": np.__version__,
+                "python": platform.python_version()}
+    path.write_text(json.dumps({**asdict(summary), "versions": versions}, indent=2) + "\n")
+
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Move the finished folder `new` to `target`; an older `target` is removed only afterwards."""
+    old = target.with_name(target.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    if old.exists():
+        shutil.rmtree(old)
