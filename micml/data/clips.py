@@ -1,0 +1,305 @@
+"""Five-frame training and validation clips from a unified dataset, with their CenterNet targets.
+
+A sample is the current frame t of one video plus its four predecessors: temporal index k holds
+frame max(t - k, 1) (reference coco_rsdata.py:173-182), so t=3 gives frames 3, 2, 1, 1, 1.
+Pixels stay BGR as cv2 decodes them and are normalised as `(v/255 - 0.49965) / 0.08255`.
+
+Training clips (in this order, same random draws for all five frames):
+1. a random crop of `crop_size`. With probability `object_crop_prob` the window is placed
+   uniformly among the windows that contain the centre of one randomly chosen box of the current
+   frame; otherwise uniformly over the frame. The bias exists because uniform 96-pixel crops of a
+   1024-pixel frame with a handful of 5-pixel cars are mostly empty. Frames smaller than the crop
+   are padded right/bottom with grey (127, which normalises to ~0).
+2. horizontal and vertical flips, each with probability 0.5 (box x' = W - x, as the reference).
+3. photometric distortion (brightness, contrast, saturation, hue, channel swap; SSD-style, as
+   the reference) on pixel values in [0, 255], clipped back to [0, 255]. Deliberate deviation:
+   the reference applies it after normalisation, where +-32 brightness means +-32 standard
+   deviations (spec 4.5). It is also applied to crops without boxes (the reference skips images
+   without boxes, which would make "distorted" a cue for "contains objects").
+4. normalisation.
+
+Validation clips: the whole frame (or a fixed centre crop), padded right/bottom to a multiple of
+16 for the network, without augmentation.
+
+Randomness is a pure function of (seed, epoch, index), so a sample is identical whichever worker
+or process draws it and a resumed run sees the same data as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from micml.data.targets import MAX_OBJECTS, build_targets
+from micml.data.unified import UnifiedDataset, Video, read_image
+
+SEQ_LEN = 5
+PIXEL_MEAN = 0.49965
+PIXEL_STD = 0.08255
+PAD_PIXEL = 127
+SIZE_MULTIPLE = 16  # the network halves the resolution four times
+
+
+def clip_frame_indices(frame: int, seq_len: int = SEQ_LEN) -> list[int]:
+    """1-based frames of the clip whose current frame is `frame`: index k is max(frame - k, 1)."""
+    return [max(frame - k, 1) for k in range(seq_len)]
+
+
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    return ((pixels.astype(np.float32) / 255.0 - PIXEL_MEAN) / PIXEL_STD).astype(np.float32)
+
+
+def as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """(height, width) from an int or a pair; None stays None."""
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+# --------------------------------------------------------------------------- frame decoding
+
+
+class FrameCache:
+    """Small LRU of decoded frames, one per worker process (each worker holds its own copy).
+
+    Neighbouring clips of a video share four of five frames and clamped clips repeat frame 1, so
+    this keeps a clip to at most one decode per distinct frame.
+    """
+
+    def __init__(self, capacity: int = 16):
+        self.capacity = capacity
+        self._frames: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+
+    def get(self, dataset: UnifiedDataset, video: str, frame: int) -> np.ndarray:
+        key = (video, frame)
+        if key in self._frames:
+            self._frames.move_to_end(key)
+            return self._frames[key]
+        image = read_image(dataset.frame_path(video, frame))
+        self._frames[key] = image
+        if len(self._frames) > self.capacity:
+            self._frames.popitem(last=False)
+        return image
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def crop_window_for(rng: np.random.Generator, frame_hw: tuple[int, int], crop_hw: tuple[int, int],
+                    boxes: np.ndarray, object_crop_prob: float) -> tuple[int, int]:
+    """Top-left (y0, x0) of a crop window; see the module docstring for the object bias."""
+    (height, width), (crop_h, crop_w) = frame_hw, crop_hw
+    max_y0, max_x0 = max(height - crop_h, 0), max(width - crop_w, 0)
+    if len(boxes) and rng.random() < object_crop_prob:
+        x1, y1, x2, y2 = boxes[rng.integers(len(boxes))]
+        cx, cy = int((x1 + x2) / 2), int((y1 + y2) / 2)
+        # windows [x0, x0 + crop_w) containing cx: x0 in [cx - crop_w + 1, cx]
+        x0 = rng.integers(max(cx - crop_w + 1, 0), min(cx, max_x0) + 1)
+        y0 = rng.integers(max(cy - crop_h + 1, 0), min(cy, max_y0) + 1)
+        return int(y0), int(x0)
+    return int(rng.integers(max_y0 + 1)), int(rng.integers(max_x0 + 1))
+
+
+def crop_clip(frames: np.ndarray, boxes: np.ndarray, top_left: tuple[int, int],
+              crop_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Cut (T, H, W, 3) frames to the window, padding with grey past the frame; shift the boxes.
+
+    Boxes entirely outside the window are removed, the rest clipped to it.
+    """
+    (y0, x0), (crop_h, crop_w) = top_left, crop_hw
+    part = frames[:, y0:y0 + crop_h, x0:x0 + crop_w]
+    out = np.full((frames.shape[0], crop_h, crop_w, frames.shape[3]), PAD_PIXEL, frames.dtype)
+    out[:, :part.shape[1], :part.shape[2]] = part
+    shifted = boxes - np.array([x0, y0, x0, y0], np.float32)
+    inside = (shifted[:, 2] > 0) & (shifted[:, 3] > 0) & (shifted[:, 0] < crop_w) & (shifted[:, 1] < crop_h)
+    kept = shifted[inside]
+    kept[:, [0, 2]] = np.clip(kept[:, [0, 2]], 0, crop_w)
+    kept[:, [1, 3]] = np.clip(kept[:, [1, 3]], 0, crop_h)
+    return out, kept
+
+
+def pad_to_multiple(frames: np.ndarray, multiple: int = SIZE_MULTIPLE) -> np.ndarray:
+    """Pad (T, H, W, 3) right/bottom with grey so H and W are multiples of `multiple`."""
+    height, width = frames.shape[1:3]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not (pad_h or pad_w):
+        return frames
+    return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=PAD_PIXEL)
+
+
+def flip_clip(frames: np.ndarray, boxes: np.ndarray, horizontal: bool, vertical: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror (T, H, W, C) frames and their boxes: pixel column j -> W-1-j, box edge x -> W - x."""
+    height, width = frames.shape[1:3]
+    boxes = boxes.copy()
+    if horizontal:
+        frames = frames[:, :, ::-1]
+        boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
+    if vertical:
+        frames = frames[:, ::-1]
+        boxes[:, [1, 3]] = height - boxes[:, [3, 1]]
+    return np.ascontiguousarray(frames), boxes
+
+
+# --------------------------------------------------------------------------- photometric distortion
+
+
+def photometric_distort(rng: np.random.Generator, frames: np.ndarray) -> np.ndarray:
+    """SSD-style colour distortion of (T, H, W, 3) float32 BGR frames in [0, 255], one draw per clip.
+
+    brightness +U(-32, 32) (p .5); then, in one of two orders picked with p .5, contrast
+    xU(.5, 1.5) (p .5) before or after HSV saturation xU(.5, 1.5) (p .5) and hue +U(-18, 18)
+    degrees (p .5); then a random channel permutation (p .5). Result clipped to [0, 255].
+    """
+    out = frames.astype(np.float32, copy=True)
+    if rng.random() < 0.5:
+        out += rng.uniform(-32, 32)
+    contrast_first = rng.random() < 0.5
+    contrast = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else None
+    saturation = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else None
+    hue = rng.uniform(-18, 18) if rng.random() < 0.5 else None
+    if contrast is not None and contrast_first:
+        out *= contrast
+    if saturation is not None or hue is not None:
+        # cv2's float HSV expects the 0-255 range it will be converted back to; clip first so
+        # the round trip is exact (it is lossy on negative values, spec 4.5).
+        np.clip(out, 0, 255, out=out)
+        out = np.stack([_shift_hsv(frame, saturation, hue) for frame in out])
+    if contrast is not None and not contrast_first:
+        out *= contrast
+    if rng.random() < 0.5:
+        out = out[..., rng.permutation(3)]
+    return np.clip(out, 0, 255)
+
+
+def _shift_hsv(frame: np.ndarray, saturation: float | None, hue: float | None) -> np.ndarray:
+    hsv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_BGR2HSV)  # H in [0, 360), S in [0, 1]
+    if saturation is not None:
+        hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 1)
+    if hue is not None:
+        hsv[..., 0] = np.mod(hsv[..., 0] + hue, 360.0)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    hflip: float = 0.5        # probability of a horizontal flip
+    vflip: float = 0.5        # probability of a vertical flip
+    photometric: bool = True  # SSD-style colour distortion before normalisation
+
+    @classmethod
+    def from_config(cls, value: "Augmentation | dict | bool | None") -> "Augmentation":
+        if isinstance(value, Augmentation):
+            return value
+        if value is None or value is True:
+            return cls()
+        if value is False:
+            return cls(0.0, 0.0, False)
+        unknown = set(value) - {"hflip", "vflip", "photometric"}
+        if unknown:
+            raise ValueError(f"augment: unknown keys {sorted(unknown)}; allowed: hflip, vflip, photometric")
+        return cls(**value)
+
+
+class ClipDataset(Dataset):
+    """Clips of one split of a unified dataset, with CenterNet targets, as tensors.
+
+    `train=True`: every frame of every video is a sample, randomly cropped to `crop_size` and
+    augmented. `train=False`: full frames (or a centre crop of `crop_size`) padded to a multiple
+    of 16, no augmentation; `max_frames` keeps that many evenly spaced samples.
+    Call `set_epoch` before each epoch so that augmentation changes from epoch to epoch.
+    """
+
+    def __init__(self, root: Path | str, split: str, *, train: bool, crop_size: int | Sequence[int] | None = None,
+                 seed: int = 0, augment: Augmentation | dict | bool | None = None, object_crop_prob: float = 0.5,
+                 max_objects: int = MAX_OBJECTS, max_frames: int | None = None, seq_len: int = SEQ_LEN,
+                 cache_frames: int = 16):
+        self.dataset = UnifiedDataset(root)
+        self.split = split
+        self.train = train
+        self.crop_hw = as_size(crop_size)
+        if train and self.crop_hw is None:
+            raise ValueError("ClipDataset(train=True) needs a crop_size")
+        self.seed = seed
+        self.epoch = 0
+        self.augment = Augmentation.from_config(augment) if train else Augmentation.from_config(False)
+        self.object_crop_prob = object_crop_prob
+        self.max_objects = max_objects
+        self.seq_len = seq_len
+        self.cache = FrameCache(cache_frames)
+        self.videos: list[Video] = self.dataset.videos(split)
+        self.items = [(v, frame) for v, video in enumerate(self.videos)
+                      for frame in range(1, video.record.n_frames + 1)]
+        if max_frames is not None and len(self.items) > max_frames:
+            keep = np.linspace(0, len(self.items) - 1, max_frames).round().astype(int)
+            self.items = [self.items[i] for i in keep]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def rng_for(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def __getitem__(self, index: int) -> dict:
+        video_index, frame = self.items[index]
+        video = self.videos[video_index]
+        frames = np.stack([self.cache.get(self.dataset, video.record.name, f)
+                           for f in clip_frame_indices(frame, self.seq_len)])
+        boxes = video.frame_boxes(frame).astype(np.float32)
+        if self.train:
+            frames, boxes = self._augment(self.rng_for(index), frames, boxes)
+        else:
+            frames, boxes = self._centre(frames, boxes)
+        targets = build_targets(boxes, frames.shape[1], frames.shape[2], self.max_objects)
+        clip = torch.from_numpy(normalise(frames).transpose(3, 0, 1, 2).copy())  # (3, T, H, W)
+        return {
+            "input": clip,
+            "hm": torch.from_numpy(targets.hm),
+            "wh": torch.from_numpy(targets.wh),
+            "reg": torch.from_numpy(targets.reg),
+            "ind": torch.from_numpy(targets.ind),
+            "reg_mask": torch.from_numpy(targets.reg_mask),
+            "n_dropped": targets.n_dropped,
+            "boxes": boxes,
+            "video": video.record.name,
+            "frame": frame,
+        }
+
+    def _augment(self, rng: np.random.Generator, frames: np.ndarray, boxes: np.ndarray):
+        top_left = crop_window_for(rng, frames.shape[1:3], self.crop_hw, boxes, self.object_crop_prob)
+        frames, boxes = crop_clip(frames, boxes, top_left, self.crop_hw)
+        frames, boxes = flip_clip(frames, boxes, rng.random() < self.augment.hflip, rng.random() < self.augment.vflip)
+        if self.augment.photometric:
+            frames = photometric_distort(rng, frames)
+        return frames, boxes
+
+    def _centre(self, frames: np.ndarray, boxes: np.ndarray):
+        if self.crop_hw is not None:
+            height, width = frames.shape[1:3]
+            top_left = (max(height - self.crop_hw[0], 0) // 2, max(width - self.crop_hw[1], 0) // 2)
+            frames, boxes = crop_clip(frames, boxes, top_left, self.crop_hw)
+        return pad_to_multiple(frames), boxes
+
+
+def collate_clips(samples: list[dict]) -> dict:
+    """Stack tensors; keep per-sample boxes, video names and frame numbers as lists."""
+    batch = {key: torch.stack([s[key] for s in samples]) for key in ("input", "hm", "wh", "reg", "ind", "reg_mask")}
+    batch["n_dropped"] = sum(s["n_dropped"] for s in samples)
+    for key in ("boxes", "video", "frame"):
+        batch[key] = [s[key] for s in samples]
+    return batch
