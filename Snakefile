@@ -5,6 +5,9 @@
 #   resources/raw/{dataset}.manifest.json      what was verified or generated
 #   results/data/{dataset}/                    unified frames, annotations/{split}.json, meta.json
 #   results/{dataset}/dataset_summary.{csv,md,png}
+#   results/{dataset}/{model}/train/           resumable training state (last.pt, log.csv, provenance.json)
+#   results/{dataset}/{model}/model.pt         best checkpoint (chosen on val)
+#   results/{dataset}/{model}/predictions/     mat/{video}/{frame:06d}.mat, detections.json, .csv, predict.json
 #   results/ops/dcn_check.{json,md}            deformable-convolution check on this machine
 #   results/tables/                            cross-dataset tables
 from snakemake.utils import min_version, validate
@@ -21,6 +24,8 @@ validate(config, "config/schema.yaml")
 include: "rules/common.smk"
 include: "rules/datasets.smk"
 include: "rules/ops.smk"
+include: "rules/train.smk"
+include: "rules/test.smk"
 
 
 rule all:

@@ -11,6 +11,11 @@ RAW = config["paths"]["raw"]
 DATASETS = config["datasets"]
 SYNTHETIC_DATASETS = [name for name, entry in DATASETS.items() if entry["source"] == "synthetic"]
 PLACED_DATASETS = [name for name, entry in DATASETS.items() if entry["source"] != "synthetic"]
+MODELS = config["models"]
+# Datasets with annotations on which the models are trained, tested and evaluated.
+BENCHMARK_DATASETS = [
+    name for name, entry in DATASETS.items() if entry.get("benchmark", True) and entry["format"] != "video"
+]
 MODEL_VARIANTS = [
     "centernet",
     "dsfnet_static",
@@ -30,6 +35,7 @@ def alternatives(names):
 
 wildcard_constraints:
     dataset=alternatives(DATASETS),
+    model=alternatives(MODEL_VARIANTS),
 
 
 def dataset_entry(wildcards):
@@ -62,10 +68,25 @@ def gpus_for_check(wildcards):
     return min(1, gpus_available())
 
 
+def train_dir(wildcards):
+    """Resumable training state of one dataset x model (outside the declared outputs)."""
+    return f"results/{wildcards.dataset}/{wildcards.model}/train"
+
+
+def gpus_for_training(wildcards):
+    """Every GPU the run was granted: training runs under torchrun with one process per GPU."""
+    return gpus_available()
+
+
+def gpus_for_testing(wildcards):
+    return min(1, gpus_available())
+
+
 def all_targets():
     targets = [
         "results/ops/dcn_check.json",
         "results/tables/models.csv",
     ]
     targets += expand("results/{dataset}/dataset_summary.{ext}", dataset=DATASETS, ext=["csv", "md", "png"])
+    targets += expand("results/{dataset}/{model}/predictions/predict.json", dataset=BENCHMARK_DATASETS, model=MODELS)
     return targets

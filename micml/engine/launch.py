@@ -26,22 +26,25 @@ RUN_CONFIG = "config.yaml"
 LOG_TAIL_LINES = 25
 
 
-def model_training_config(training: Mapping, model: str) -> dict:
-    """The workflow's `training` section for one variant: shared keys, then its per_model overrides."""
+def model_training_config(training: Mapping, model: str, *, threads: int | None = None) -> dict:
+    """The workflow's `training` section for one variant: shared keys, then its per_model
+    overrides; `threads` (the job's CPU share, a machine setting) sets torch's thread count."""
     shared = {key: value for key, value in training.items() if key != "per_model"}
     overrides = dict((training.get("per_model") or {}).get(model, {}))
-    return resolve_config({**shared, **overrides, "model": model})
+    machine = {} if threads is None else {"threads": threads}
+    return resolve_config({**shared, **overrides, **machine, "model": model})
 
 
 def run_training(training: Mapping, model: str, dataset_root: Path | str, out_dir: Path | str,
-                 model_path: Path | str, *, nproc: int = 0, log_path: Path | str | None = None) -> Path:
+                 model_path: Path | str, *, nproc: int = 0, threads: int | None = None,
+                 log_path: Path | str | None = None) -> Path:
     """Train `model` on a unified dataset; copy the best checkpoint to `model_path`.
 
     `nproc` is the number of GPUs granted (0 or 1: one process; N > 1: torchrun with N).
     """
     out_dir, model_path = Path(out_dir), Path(model_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = model_training_config(training, model)
+    config = model_training_config(training, model, threads=threads)
     config_path = out_dir / RUN_CONFIG
     config_path.write_text(yaml.safe_dump(config, sort_keys=True))
     command = launch_command(nproc, ["--config", config_path, "--data", dataset_root, "--out", out_dir,

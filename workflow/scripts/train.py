@@ -1,0 +1,9 @@
+from pathlib import Path
+
+from micml.engine.launch import run_training
+from micml.workflow import logged
+
+with logged(snakemake.log[0]):
+    run_training(snakemake.params.training, snakemake.wildcards.model, Path(snakemake.input.meta).parent,
+                 snakemake.params.out_dir, snakemake.output.model, nproc=snakemake.resources.gpu,
+                 threads=snakemake.threads, log_path=snakemake.log[0])
