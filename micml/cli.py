@@ -136,6 +136,84 @@ def _models(parser):
     parser.set_defaults(run=run)
 
 
+def add_tiling_arguments(parser: argparse.ArgumentParser, *, tile_default: int | None) -> None:
+    parser.add_argument("--tile", type=int, default=tile_default,
+                        help="tile side in pixels (multiple of 16); 0 runs whole frames")
+    parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (>= largest object)")
+    parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    parser.add_argument("--top-k", type=int, default=100, help="detections kept per frame")
+    parser.add_argument("--no-soft-nms", action="store_true", help="skip Gaussian soft-NMS")
+    parser.add_argument("--variant", help="refuse a checkpoint of another model variant")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
+
+
+def tiling_options(args: argparse.Namespace) -> dict:
+    import torch
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    return {"tile": args.tile or None, "overlap": args.overlap, "batch_size": args.batch_size,
+            "top_k": args.top_k, "soft_nms": not args.no_soft_nms, "expected_variant": args.variant,
+            "device": device}
+
+
+@subcommand("train", "train one model variant on a unified dataset")
+def _train(parser):
+    parser.description = ("Train a model variant on a unified dataset (resumable: re-running the same "
+                          "command continues from OUT/last.pt). With --gpus N > 1 it starts torchrun.")
+    parser.add_argument("dataset", type=Path, help="unified dataset folder (results/data/<dataset>)")
+    parser.add_argument("out", type=Path, help="run folder: last.pt, best.pt, log.csv, provenance.json")
+    parser.add_argument("--model", required=True, help="variant name (see `micml models`)")
+    parser.add_argument("--config", type=Path, default=Path("config/config.yaml"),
+                        help="workflow config whose `training` section is used")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a training key, e.g. --set epochs=2 (repeatable)")
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs to train on (torchrun when > 1)")
+
+    def run(args):
+        from micml.config import load_config
+        from micml.engine.launch import run_training
+
+        training = {**load_config(args.config)["training"], **parse_options(args.overrides)}
+        print(run_training(training, args.model, args.dataset, args.out, args.out / "model.pt", nproc=args.gpus))
+    parser.set_defaults(run=run)
+
+
+@subcommand("test", "run a trained checkpoint over a dataset split")
+def _test(parser):
+    parser.description = ("Run a checkpoint over one split of a unified dataset with tiled inference; "
+                          "write mat/<video>/<frame:06d>.mat, detections.json, detections.csv, predict.json.")
+    parser.add_argument("checkpoint", type=Path, help="model.pt / best.pt written by training")
+    parser.add_argument("dataset", type=Path, help="unified dataset folder")
+    parser.add_argument("out", type=Path, help="prediction folder to create (replaced atomically)")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to run")
+    add_tiling_arguments(parser, tile_default=0)
+
+    def run(args):
+        from micml.inference.predict import predict_split
+
+        print(predict_split(args.checkpoint, args.dataset, args.split, args.out, **tiling_options(args)))
+    parser.set_defaults(run=run)
+
+
+@subcommand("detect", "detect moving objects in your own video or frame folder")
+def _detect(parser):
+    parser.description = ("Detect moving objects in a video file (.mp4, .avi) or a folder of frames of "
+                          "any size, with tiling; write detections.csv, detections.json and an annotated video.")
+    parser.add_argument("source", type=Path, help="video file or folder of frames (sorted by name)")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="trained model.pt")
+    parser.add_argument("--out", type=Path, default=Path("detections"), help="output folder")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="boxes drawn in the video above this")
+    parser.add_argument("--no-video", action="store_true", help="skip the annotated video")
+    add_tiling_arguments(parser, tile_default=512)
+
+    def run(args):
+        from micml.inference.detect import detect
+
+        print(detect(args.source, args.checkpoint, args.out, score_threshold=args.score_threshold,
+                     annotate=not args.no_video, **tiling_options(args)))
+    parser.set_defaults(run=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="micml", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -151,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)
-    except (ValueError, OSError) as error:  # our errors carry the file and the fix
+    except (ValueError, OSError, RuntimeError) as error:  # ours carry the file and the fix
+        if args.verbose:
+            raise
         print(f"micml {args.command}: {error}", file=sys.stderr)
         return 1
     return 0

@@ -29,18 +29,32 @@ def write_dcn_check(json_path: Path | str, md_path: Path | str, *, use_gpu: bool
     result = {"device": str(device), "torch": torch.__version__, **check_against_reference(device)}
     result["passed"] = True  # check_against_reference raises when a difference exceeds its tolerance
     _write_json(json_path, result)
-    rows = [{"quantity": key, "value": value} for key, value in result.items() if not isinstance(value, dict)]
-    for key, value in result.items():
-        if isinstance(value, dict):
-            rows += [{"quantity": f"{key}.{inner}", "value": v} for inner, v in value.items()]
-    write_table(pd.DataFrame(rows), None, md_path, title="Deformable convolution check")
+    write_table(dcn_check_table(result), None, md_path,
+                title=f"Deformable convolution check on {device} (torch {torch.__version__}): passed, "
+                      f"tolerance {result['tolerance']:g}")
     return result
+
+
+def dcn_check_table(result: dict) -> pd.DataFrame:
+    """One row per backend: worst difference to the reference, and its speed."""
+    rows = []
+    for backend, diffs in result["max_abs_diff"].items():
+        timing = result["timing_s"].get(backend, {})
+        rows.append({
+            "backend": backend,
+            "max |diff| output": diffs["output"],
+            "max |diff| gradients": max(v for k, v in diffs.items() if k.startswith("grad")),
+            "forward s": timing.get("forward"),
+            "forward+backward s": timing.get("forward_backward"),
+        })
+    return pd.DataFrame(rows)
 
 
 def multiply_accumulates(model: nn.Module, input_shape: Sequence[int]) -> int:
     """MACs of conv, transposed conv, deformable conv and linear layers for one forward.
 
-    Runs on the `meta` device, so no memory is allocated and any input size is free. Counts
+    Runs on the model's device; on the `meta` device nothing is allocated or computed, so any
+    input size is free. Counts
     follow the usual convention (one MAC per weight use; bias, norm and activations ignored).
     """
     from micml.ops import ModulatedDeformConv2d
@@ -62,7 +76,7 @@ def multiply_accumulates(model: nn.Module, input_shape: Sequence[int]) -> int:
     handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, counted)]
     try:
         with torch.no_grad():
-            model(torch.empty(*input_shape, device="meta"))
+            model(torch.zeros(*input_shape, device=next(model.parameters()).device))
     finally:
         for handle in handles:
             handle.remove()
