@@ -50,3 +50,28 @@ def test_bad_config_names_the_key(mutate, fragment):
         validate(config, source="config.yaml")
     assert fragment in str(error.value)
     assert str(error.value).startswith("config.yaml: invalid value at")
+
+
+@pytest.mark.parametrize("name", ["config/paper.yaml", ".test/config.yaml"])
+def test_shipped_profiles_are_valid(name):
+    load_config(SCHEMA_PATH.parent.parent / name)
+
+
+def test_schema_training_defaults_are_the_engine_defaults():
+    """One source of truth: the schema documents the engine's defaults, it does not set others."""
+    from micml.engine.train import DEFAULTS
+
+    training = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["training"]["properties"]
+    for key, schema in training.items():
+        if key != "per_model":
+            assert schema["default"] == DEFAULTS[key], key
+
+
+def test_schema_testing_defaults_are_the_inference_defaults():
+    from micml.inference.predict import predict_split
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(predict_split).parameters.items()}
+    testing = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["testing"]["properties"]
+    for key in ("tile", "overlap", "top_k", "soft_nms"):
+        assert testing[key]["default"] == defaults[key], key
