@@ -1,0 +1,128 @@
+"""Benchmark micml's gather DCNv2 against torchvision's kernel (CPU by default).
+
+Prints median forward and forward+backward times per backend, their ratio, and
+the largest differences of outputs and gradients. Example (the goal setting):
+
+    python benchmarks/bench_deform_conv.py --batch 2 --channels 64 --size 128 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+
+import torch
+
+from micml.ops import modulated_deform_conv2d
+
+BACKENDS = ("torchvision", "gather")
+PARTS = ("forward", "both")  # forward only; forward + backward
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", type=int, default=128, help="input height and width (default 128)")
+    parser.add_argument("--channels", type=int, default=64, help="input and output channels (default 64)")
+    parser.add_argument("--batch", type=int, default=2, help="batch size (default 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (default 5)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (CI)")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.size, args.channels, args.batch, args.repeats = 24, 8, 1, 2
+    return args
+
+
+def make_inputs(batch, channels, size, device, seed=0):
+    """DCN inputs with offsets of a few pixels (some sample outside) and a sigmoid mask."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=generator) * scale).to(device)
+
+    return {
+        "x": randn(batch, channels, size, size),
+        "offset": randn(batch, 18, size, size, scale=2.0),
+        "mask": randn(batch, 9, size, size).sigmoid(),
+        "weight": randn(channels, channels, 3, 3, scale=(channels * 9) ** -0.5),
+        "bias": randn(channels),
+        "grad_out": randn(batch, channels, size, size),
+    }
+
+
+def run(backend, inputs, backward):
+    """One call; returns the output and, with backward, the gradients of all inputs."""
+    names = ("x", "offset", "mask", "weight", "bias")
+    leaves = {name: inputs[name].detach().requires_grad_(backward) for name in names}
+    with torch.set_grad_enabled(backward):
+        out = modulated_deform_conv2d(*(leaves[name] for name in names), backend=backend)
+        if not backward:
+            return out, {}
+        out.backward(inputs["grad_out"])  # a dense cotangent, like a real loss gives
+    return out.detach(), {name: leaves[name].grad for name in names}
+
+
+def interleaved_seconds(functions, repeats, device):
+    """Wall times of each function, alternating between them so load spikes hit all alike."""
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            function()
+            _synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _synchronize(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    inputs = make_inputs(args.batch, args.channels, args.size, args.device)
+    print(
+        f"DCNv2 3x3, batch {args.batch}, {args.channels}->{args.channels} channels, "
+        f"{args.size}x{args.size}, {args.device}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats}, torch {torch.__version__}"
+    )
+
+    results = {backend: run(backend, inputs, backward=True) for backend in BACKENDS}  # warm-up
+    functions = {}
+    for backend in BACKENDS:
+        functions[backend, "forward"] = functools.partial(run, backend, inputs, backward=False)
+        functions[backend, "both"] = functools.partial(run, backend, inputs, backward=True)
+    times = interleaved_seconds(functions, args.repeats, args.device)
+    median = {key: statistics.median(values) for key, values in times.items()}
+    fastest = {key: min(values) for key, values in times.items()}
+
+    print(f"{'':24}{'forward s':>18}{'fwd+bwd s':>18}   median (min)")
+    for backend in BACKENDS:
+        cells = [f"{median[backend, part]:.4f} ({fastest[backend, part]:.4f})" for part in PARTS]
+        print(f"{backend:24}{cells[0]:>18}{cells[1]:>18}")
+    ratios = [
+        f"{median['torchvision', part] / median['gather', part]:.1f}x "
+        f"({fastest['torchvision', part] / fastest['gather', part]:.1f}x)"
+        for part in PARTS
+    ]
+    print(f"{'speed-up (tv / gather)':24}{ratios[0]:>18}{ratios[1]:>18}")
+
+    (tv_out, tv_grads), (our_out, our_grads) = results["torchvision"], results["gather"]
+    print(f"max |diff| output      {(tv_out - our_out).abs().max().item():.2e}")
+    for name in ("x", "offset", "mask", "weight", "bias"):
+        diff = (tv_grads[name] - our_grads[name]).abs().max().item()
+        scale = tv_grads[name].abs().max().item()
+        print(f"max |diff| grad {name:7}{diff:.2e}  (max |grad| {scale:.2e})")
+
+
+if __name__ == "__main__":
+    main()
