@@ -42,8 +42,8 @@ def dcn_check_table(result: dict) -> pd.DataFrame:
         timing = result["timing_s"].get(backend, {})
         rows.append({
             "backend": backend,
-            "max |diff| output": diffs["output"],
-            "max |diff| gradients": max(v for k, v in diffs.items() if k.startswith("grad")),
+            "max abs diff, output": diffs["output"],
+            "max abs diff, gradients": max(v for k, v in diffs.items() if k.startswith("grad")),
             "forward s": timing.get("forward"),
             "forward+backward s": timing.get("forward_backward"),
         })

@@ -23,7 +23,7 @@ def markdown_table(frame: pd.DataFrame, *, index: bool = False) -> str:
     """A GitHub-flavoured Markdown table; numbers right-aligned, missing values as a dash."""
     if index:
         frame = frame.reset_index()
-    header = [str(column) for column in frame.columns]
+    header = [format_cell(str(column)) for column in frame.columns]
     numeric = [pd.api.types.is_numeric_dtype(frame[column]) for column in frame.columns]
     lines = ["| " + " | ".join(header) + " |",
              "| " + " | ".join("---:" if is_number else "---" for is_number in numeric) + " |"]

@@ -3,9 +3,14 @@ import os
 import re
 from pathlib import Path
 
-# Jobs import the `micml` package from this checkout, also inside `--sdm conda` envs, which
-# hold only its dependencies. This sets a variable for the jobs; it requires none from the user.
-os.environ.update(PYTHONPATH=os.pathsep.join([workflow.basedir, *os.environ.copy().get("PYTHONPATH", "").split(os.pathsep)]).rstrip(os.pathsep))
+# Environment of every job. Jobs import the `micml` package from this checkout, also inside
+# `--sdm conda` envs, which hold only its dependencies. OpenMP threads sleep instead of
+# spinning while they wait: two jobs sharing few cores otherwise slow each other ~10x.
+# (These set variables for the jobs; none is required from the user.)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join([workflow.basedir, *os.environ.copy().get("PYTHONPATH", "").split(os.pathsep)]).rstrip(os.pathsep),
+    OMP_WAIT_POLICY=os.environ.copy().get("OMP_WAIT_POLICY", "PASSIVE"),
+)
 
 RAW = config["paths"]["raw"]
 DATASETS = config["datasets"]
