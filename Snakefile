@@ -7,9 +7,12 @@
 #   results/{dataset}/dataset_summary.{csv,md,png}
 #   results/{dataset}/{model}/train/           resumable training state (last.pt, log.csv, provenance.json)
 #   results/{dataset}/{model}/model.pt         best checkpoint (chosen on val)
-#   results/{dataset}/{model}/predictions/     mat/{video}/{frame:06d}.mat, detections.json, .csv, predict.json
+#   results/{dataset}/{model}/predictions/{split}/  mat/{video}/{frame:06d}.mat, detections.json, .csv, predict.json
+#   results/{dataset}/{model}/metrics/         one table per protocol (csv, md, html), pr_curve.csv, summary.json
+#   results/{dataset}/{model}/plots/           qualitative.png (TP/FP/FN)
+#   results/{dataset}/plots/                   pr_curves.png, per_video_f1.png, training_curves.png
 #   results/ops/dcn_check.{json,md}            deformable-convolution check on this machine
-#   results/tables/                            cross-dataset tables
+#   results/tables/                            models.*, paper_{main,per_video_*,ablation,efficiency}.*
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -26,6 +29,10 @@ include: "rules/datasets.smk"
 include: "rules/ops.smk"
 include: "rules/train.smk"
 include: "rules/test.smk"
+include: "rules/evaluate.smk"
+
+
+report: "report/workflow.rst"
 
 
 rule all:

@@ -214,6 +214,51 @@ def _detect(parser):
     parser.set_defaults(run=run)
 
 
+@subcommand("evaluate", "score predictions with the dataset's protocols")
+def _evaluate(parser):
+    parser.description = ("Score a prediction folder (mat/<video>/<frame:06d>.mat) against a split of a unified "
+                          "dataset with the dataset's protocols (DSFNet P/R/F1 at IoU 0/0.05/0.1/0.2, centre "
+                          "distance, COCO AP50, DroneCrowd L-mAP); write one table per protocol and pr_curve.csv.")
+    parser.add_argument("dataset", type=Path, help="unified dataset folder")
+    parser.add_argument("predictions", type=Path, help="prediction folder holding mat/")
+    parser.add_argument("out", type=Path, help="metrics folder to write")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split scored")
+    parser.add_argument("--protocol", action="append", dest="protocols",
+                        help="only this protocol (repeatable; default: those in the dataset's meta.json)")
+
+    def run(args):
+        from micml.evaluation.report_tables import evaluate_predictions
+
+        tables = evaluate_predictions(args.dataset, args.predictions, args.split, args.out, protocols=args.protocols)
+        for name, table in tables.items():
+            if name != "pr_curve":
+                print(f"{name}\n{table.to_string()}\n")
+    parser.set_defaults(run=run)
+
+
+@subcommand("paper-tables", "paper tables from whatever has been run")
+def _paper_tables(parser):
+    parser.description = ("Build the paper tables (methods x datasets, per video, ablation, efficiency) from "
+                          "whatever exists under RESULTS without running anything; runs not made yet are "
+                          "shown as missing.")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="the workflow's results folder")
+    parser.add_argument("--out", type=Path, default=Path("results/tables"), help="where the tables go")
+    parser.add_argument("--config", type=Path, default=Path("config/config.yaml"),
+                        help="config naming the datasets and models to tabulate")
+
+    def run(args):
+        from micml.config import load_config
+        from micml.evaluation.paper import write_paper_tables
+
+        config = load_config(args.config)
+        datasets = [name for name, entry in config["datasets"].items()
+                    if entry["benchmark"] and entry["format"] != "video"]
+        tables = write_paper_tables(args.results, datasets, config["models"], args.out,
+                                    split=config["testing"]["split"])
+        print("\n".join(str(args.out / f"{stem}.md") for stem in tables))
+    parser.set_defaults(run=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="micml", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")

@@ -17,6 +17,14 @@ DATASETS = config["datasets"]
 SYNTHETIC_DATASETS = [name for name, entry in DATASETS.items() if entry["source"] == "synthetic"]
 PLACED_DATASETS = [name for name, entry in DATASETS.items() if entry["source"] != "synthetic"]
 MODELS = config["models"]
+SPLIT = config["testing"]["split"]
+# The protocols each native format is scored with; the converters write the same list into
+# meta.json (the tiny workflow test checks that the two agree).
+PROTOCOLS = {
+    "rscar": ["dsfnet_f1", "coco_ap50", "centre_distance"],
+    "viso": ["dsfnet_f1", "coco_ap50", "centre_distance"],
+    "dronecrowd": ["dronecrowd_lmap", "dsfnet_f1"],
+}
 # Datasets with annotations on which the models are trained, tested and evaluated.
 BENCHMARK_DATASETS = [
     name for name, entry in DATASETS.items() if entry.get("benchmark", True) and entry["format"] != "video"
@@ -87,11 +95,23 @@ def gpus_for_testing(wildcards):
     return min(1, gpus_available())
 
 
+def dataset_protocols(wildcards):
+    return PROTOCOLS[DATASETS[wildcards.dataset]["format"]]
+
+
+def paper_table_inputs(wildcards):
+    """Metrics of every benchmark dataset x model. (`micml paper-tables` tabulates whatever
+    exists without running anything; a run not made yet shows as missing.)"""
+    return expand("results/{dataset}/{model}/metrics/summary.json", dataset=BENCHMARK_DATASETS, model=MODELS)
+
+
 def all_targets():
     targets = [
         "results/ops/dcn_check.json",
         "results/tables/models.csv",
     ]
     targets += expand("results/{dataset}/dataset_summary.{ext}", dataset=DATASETS, ext=["csv", "md", "png"])
-    targets += expand("results/{dataset}/{model}/predictions/predict.json", dataset=BENCHMARK_DATASETS, model=MODELS)
+    targets += expand("results/{dataset}/{model}/plots/qualitative.png", dataset=BENCHMARK_DATASETS, model=MODELS)
+    targets += expand("results/{dataset}/plots/pr_curves.png", dataset=BENCHMARK_DATASETS)
+    targets.append("results/tables/paper_main.html")
     return targets

@@ -58,7 +58,12 @@ rule dataset_summary:
     output:
         csv="results/{dataset}/dataset_summary.csv",
         md="results/{dataset}/dataset_summary.md",
-        png="results/{dataset}/dataset_summary.png",
+        png=report(
+            "results/{dataset}/dataset_summary.png",
+            caption="../report/dataset_summary.rst",
+            category="Datasets",
+            labels={"dataset": "{dataset}", "figure": "summary"},
+        ),
     log:
         "logs/datasets/dataset_summary/{dataset}.log",
     conda:

@@ -5,7 +5,7 @@
 rule dcn_check:
     output:
         json="results/ops/dcn_check.json",
-        md="results/ops/dcn_check.md",
+        md=report("results/ops/dcn_check.md", caption="../report/dcn_check.rst", category="Machine"),
     resources:
         gpu=gpus_for_check,
     log:
@@ -18,7 +18,7 @@ rule dcn_check:
 
 rule model_table:
     output:
-        csv="results/tables/models.csv",
+        csv=report("results/tables/models.csv", caption="../report/models.rst", category="Models"),
         md="results/tables/models.md",
     params:
         variants=MODEL_VARIANTS,

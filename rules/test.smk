@@ -7,7 +7,7 @@ rule test:
         model="results/{dataset}/{model}/model.pt",
         meta="results/data/{dataset}/meta.json",
     output:
-        summary="results/{dataset}/{model}/predictions/predict.json",
+        summary=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/predict.json",
     params:
         testing=config["testing"],
     threads: 2

@@ -96,6 +96,23 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     assert check["passed"] is True
     models = pd.read_csv(tmp_path / "results" / "tables" / "models.csv")
     assert set(models["variant"]) >= {"centernet", "dsfnet", "micml"}
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    benchmark = [name for name, entry in datasets.items() if entry.get("benchmark", True) and entry["format"] != "video"]
+    for dataset in benchmark:
+        meta = json.loads((tmp_path / "results" / "data" / dataset / "meta.json").read_text())
+        for model in config["models"]:
+            run = tmp_path / "results" / dataset / model
+            assert (run / "train" / "last.pt").is_file() and (run / "model.pt").is_file()
+            predicted = json.loads((run / "predictions" / "test" / "predict.json").read_text())
+            mats = list((run / "predictions" / "test" / "mat").rglob("*.mat"))
+            assert predicted["frames"] == len(mats) > 0  # one .mat per test frame, empty ones included
+            summary = json.loads((run / "metrics" / "summary.json").read_text())
+            assert summary["protocols"] == meta["protocols"]
+            assert (run / "plots" / "qualitative.png").is_file()
+    paper = pd.read_csv(tmp_path / "results" / "tables" / "paper_main.csv")
+    assert set(config["models"]) <= set(paper.astype(str).stack())
+    report = snakemake("--report", "report.html", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
+    assert (tmp_path / "report.html").stat().st_size > 100_000, report.stderr
     # Nothing is left to do: a second run plans no job.
     again = snakemake("-n", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
