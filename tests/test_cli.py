@@ -18,7 +18,8 @@ def test_help_is_complete(name, capsys):
         main([name, "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    assert f"usage: micml {name}" in text and "positional arguments" in text
+    assert f"usage: micml {name}" in text and "options:" in text
+    assert SUBCOMMANDS[name][0] and len(text.split("\n\n")[1]) > 40  # a description paragraph
 
 
 def test_console_script_runs():
