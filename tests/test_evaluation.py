@@ -376,7 +376,7 @@ def test_coco_ap50_counts_a_false_alarm_ranked_first():
 def test_mat_round_trip_keeps_float32_and_empty_shape(tmp_path):
     write_frame_mat(tmp_path / "v" / "000003.mat", np.zeros((0, 5)))
     write_frame_mat(tmp_path / "v" / "000004.mat", DET_THREE)
-    (tmp_path / "reuslts_iou_0.30.txt").write_text("summary written by the reference\n")
+    (tmp_path / "summary_iou_0.30.txt").write_text("a text summary beside the .mat folders\n")
     detections = read_detection_dir(tmp_path)
     assert detections["v"][3].shape == (0, 5)
     np.testing.assert_array_equal(detections["v"][4], DET_THREE.astype(np.float32))
