@@ -79,7 +79,11 @@ def prepare_placed(dataset: str, entry: Mapping[str, Any], sources_path: Path | 
 def convert_prepared(manifest_path: Path | str, dst: Path | str, entry: Mapping[str, Any]) -> Path:
     """Convert the tree a manifest points to; config options override the manifest's suggestions."""
     manifest = read_manifest(manifest_path)
-    options = {**manifest.get("converter_options", {}), **dict(entry.get("convert", {}))}
+    configured = dict(entry.get("convert", {}))
+    # Named as the config key: the schema cannot type these options, which differ per format.
+    converters.check_options(manifest["format"], configured,
+                             where=f"config datasets.{manifest.get('dataset', '?')}.convert")
+    options = {**manifest.get("converter_options", {}), **configured}
     log.info("converting %s (%s) with options %s", manifest["tree"], manifest["format"], options)
     root = converters.convert(manifest["format"], Path(manifest["tree"]), Path(dst), **options)
     unified.update_meta(root, native_source=manifest)

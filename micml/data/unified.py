@@ -27,6 +27,10 @@ FRAME_DIGITS = 6
 JPEG_QUALITY = 95
 META_FILE = "meta.json"
 PARTIAL_SUFFIX = ".partial"
+RETIRED_SUFFIX = ".old"  # a replaced dataset, until it is deleted
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+# Some encoders pad a JPEG after its end marker; a cut file has no end marker at all.
+JPEG_TAIL_BYTES = 64
 
 
 class DatasetError(ValueError):
@@ -69,7 +73,7 @@ def partial_path(root: Path) -> Path:
 
 def read_image(path: Path, *, what: str = "frame") -> np.ndarray:
     """Decode an image fully (a truncated JPEG fails here, not during training)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = decode_image(path)
     if image is None:
         if not Path(path).exists():
             raise DatasetError(f"{path}: {what} is missing; restore the file or remove its annotations")
@@ -78,6 +82,28 @@ def read_image(path: Path, *, what: str = "frame") -> np.ndarray:
             "re-extract it from the original archive"
         )
     return image
+
+
+def decode_image(path: Path | str) -> np.ndarray | None:
+    """BGR image, or None when the file is missing, not an image, or a truncated JPEG.
+
+    OpenCV decodes a JPEG cut short without an error: libjpeg only prints "Premature end of
+    JPEG file" and fills the missing rows with grey, so the end marker is checked here.
+    """
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None or truncated_jpeg(Path(path)):
+        return None
+    return image
+
+
+def truncated_jpeg(path: Path) -> bool:
+    """Whether `path` is a JPEG (by its first bytes) without an end-of-image marker near its end."""
+    with open(path, "rb") as handle:
+        if handle.read(2) != JPEG_START:
+            return False
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(2, handle.tell() - JPEG_TAIL_BYTES))
+        return JPEG_END not in handle.read()
 
 
 class UnifiedWriter:
@@ -171,10 +197,24 @@ class UnifiedWriter:
             **dict(extra or {}),
         }
         _write_json(self.work / META_FILE, meta)
-        if self.root.exists():
-            shutil.rmtree(self.root)
-        os.replace(self.work, self.root)
+        replace_folder(self.work, self.root)
         return self.root
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Move the finished folder `new` to `target`; an older `target` is deleted only afterwards.
+
+    Deleting the old folder first would let a kill in the middle of the deletion leave a
+    `target` that still holds its meta.json but has lost frames. Renaming it aside is atomic,
+    so at every moment `target` is absent, the old complete dataset, or the new one.
+    """
+    retired = target.with_name(target.name + RETIRED_SUFFIX)
+    if retired.exists():
+        shutil.rmtree(retired)  # left by a run killed after the swap: its data was replaced
+    if target.exists():
+        os.replace(target, retired)
+    os.replace(new, target)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _checked_boxes(boxes, track_ids, record: VideoRecord, frame: int, source: str):

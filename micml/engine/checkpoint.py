@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -49,13 +50,38 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{path}: cannot be read as a micml checkpoint ({error}); "
+        if refused_pickle(error):
+            raise CheckpointError(refused_pickle_message(path)) from None
+        raise CheckpointError(f"{path}: cannot be read as a micml checkpoint ({error_summary(error)}); "
                               "delete it to start again, or point to another file") from None
     found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
     if found != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (found {found!r}); "
                               "a reference (model_best.pth) checkpoint loads with micml.models.load_reference_checkpoint")
     return checkpoint
+
+
+def refused_pickle(error: BaseException) -> bool:
+    """Whether torch.load(weights_only=True) failed because the file pickles other objects
+    (not because it is damaged: that gives EOFError, KeyError, RuntimeError...)."""
+    return isinstance(error, pickle.UnpicklingError) and str(error).startswith("Weights only load failed")
+
+
+def refused_pickle_message(path: Path) -> str:
+    """torch.load(weights_only=True) refused to run the file's pickled Python objects.
+
+    torch's own message suggests weights_only=False, which would execute whatever the file
+    holds; a micml checkpoint never needs it, so the message says so instead.
+    """
+    return (f"{path}: holds pickled Python objects besides tensors and plain values, which are not loaded "
+            "(torch.load(weights_only=True) refuses to run them; a micml checkpoint never holds any): "
+            "it is not a micml checkpoint, or not one to trust; use a checkpoint written by `micml train`")
+
+
+def error_summary(error: BaseException) -> str:
+    """`Type: first line of the text`: torch's errors run over several lines, some have none."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def resolve_builder(name: str) -> Callable[..., nn.Module]:

@@ -44,7 +44,10 @@ def run_training(training: Mapping, model: str, dataset_root: Path | str, out_di
     """
     out_dir, model_path = Path(out_dir), Path(model_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = model_training_config(training, model, threads=threads)
+    # The job's threads are shared by the torchrun processes, one per GPU: each taking all of
+    # them would oversubscribe the CPUs the cluster granted (sbatch --cpus-per-task).
+    per_process = None if threads is None else max(1, threads // max(1, nproc))
+    config = model_training_config(training, model, threads=per_process)
     config_path = out_dir / RUN_CONFIG
     config_path.write_text(yaml.safe_dump(config, sort_keys=True))
     command = launch_command(nproc, ["--config", config_path, "--data", dataset_root, "--out", out_dir,
@@ -63,7 +66,9 @@ def run_training(training: Mapping, model: str, dataset_root: Path | str, out_di
 def _run_logged(command: list, log_path: Path | str | None) -> None:
     """Run a training command, its output appended to the job's log (or this process's stderr)."""
     if log_path is None:
-        subprocess.run(list(map(str, command)), check=True)
+        status = subprocess.run(list(map(str, command))).returncode
+        if status != 0:  # the training process has printed its own one-line error above
+            raise RuntimeError(f"training exited with status {status} (its error is printed above)")
         return
     with open(log_path, "a") as sink:
         result = subprocess.run(list(map(str, command)), stdout=sink, stderr=subprocess.STDOUT)

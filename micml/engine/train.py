@@ -685,8 +685,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
-    best = train(read_config_file(args.config), args.data, args.out, resume=not args.no_resume,
-                 progress=False if args.no_progress else None)
+    try:
+        best = train(read_config_file(args.config), args.data, args.out, resume=not args.no_resume,
+                     progress=False if args.no_progress else None)
+    except (ValueError, OSError, CheckpointError, TrainingError) as error:  # ours name the file and the fix
+        # One line, not a traceback: `micml train` and the workflow's log show it as the error.
+        # (Other errors, torch's included, keep their traceback: they are bugs to report.)
+        print(f"micml train [rank {rank}]: {error}", file=sys.stderr)
+        return 1
     if rank == 0:
         print(best)
     return 0

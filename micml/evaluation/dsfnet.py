@@ -71,6 +71,13 @@ def as_box_array(array, columns: int, what: str) -> np.ndarray:
             f"{what}: expected a numeric N x {columns} array, got shape {boxes.shape} "
             f"dtype {boxes.dtype}"
         )
+    finite = np.isfinite(boxes[:, :columns]).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise EvaluationInputError(
+            f"{what}: row {row} holds a NaN or infinite value {boxes[row, :columns].tolist()}; "
+            "fix the file that produced it (a NaN box would otherwise count as a miss or vanish)"
+        )
     return boxes
 
 

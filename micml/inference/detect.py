@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from micml.data.unified import decode_image
 from micml.inference.decode import REFERENCE_TOP_K
 from micml.inference.export import COCO_RESULTS_FILE, CSV_FILE, DetectionWriter
 from micml.inference.predict import load_detector, rolling_clips
@@ -92,7 +93,7 @@ def _folder_source(folder: Path) -> FrameSource:
 def _folder_frames(files: Sequence[Path]) -> Iterator[np.ndarray]:
     first_shape = None
     for path in files:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image = decode_image(path)  # also refuses a truncated JPEG, which OpenCV decodes without error
         if image is None:
             raise InputError(f"{path}: cannot be decoded as an image (truncated or not an image); "
                              "replace or remove the file")

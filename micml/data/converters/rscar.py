@@ -193,7 +193,8 @@ def cross_check_xml(test: list[NativeVideo], mode: str) -> dict:
                 mismatches.append({"xml": str(xml_path), "xml_boxes": xml_count, "json_boxes": int(json_counts[frame])})
     if mismatches:
         first = mismatches[0]
-        message = (f"{first['xml']}: {first['xml_boxes']} boxes but the json has {first['json_boxes']} for that "
+        found = "missing or unreadable" if first["xml_boxes"] is None else f"{first['xml_boxes']} boxes"
+        message = (f"{first['xml']}: {found} but the json has {first['json_boxes']} boxes for that "
                    f"frame ({len(mismatches)} of {checked} frames differ); the json is used")
         if mode == "error":
             raise DatasetError(message + "; pass xml_check='warn' to accept the json anyway")

@@ -47,8 +47,9 @@ def open_video(path: Path) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         capture.release()
-        raise DatasetError(f"{path}: OpenCV cannot open this file as a video (not a video, or a codec this "
-                           "OpenCV build lacks); re-encode it, e.g. `ffmpeg -i in -c:v libx264 out.mp4`")
+        raise DatasetError(f"{path}: OpenCV cannot open this file as a video (not a video, cut short, or a codec "
+                           "this OpenCV build lacks); copy it again, or re-encode it, e.g. "
+                           "`ffmpeg -i in -c:v libx264 out.mp4`")
     return capture
 
 
