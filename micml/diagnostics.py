@@ -55,15 +55,19 @@ def multiply_accumulates(model: nn.Module, input_shape: Sequence[int]) -> int:
 
     Runs on the model's device; on the `meta` device nothing is allocated or computed, so any
     input size is free. Counts
-    follow the usual convention (one MAC per weight use; bias, norm and activations ignored).
+    follow the usual convention (one MAC per weight use; bias, norm and activations ignored);
+    the motion module's ConvLSTM convs are counted as the reference computes them.
     """
+    from micml.models.motion import MotionModule
     from micml.ops import ModulatedDeformConv2d
 
     total = 0
 
     def count(module, inputs, output):
         nonlocal total
-        if isinstance(module, (nn.Conv2d, nn.Conv3d, ModulatedDeformConv2d)):
+        if isinstance(module, MotionModule):  # its ConvLSTM convs run as F.conv2d pieces
+            total += module.reference_convlstm_macs(inputs[0].shape)
+        elif isinstance(module, (nn.Conv2d, nn.Conv3d, ModulatedDeformConv2d)):
             weight = module.weight
             total += output.numel() * weight[0].numel()
         elif isinstance(module, nn.ConvTranspose2d):
@@ -72,7 +76,7 @@ def multiply_accumulates(model: nn.Module, input_shape: Sequence[int]) -> int:
         elif isinstance(module, nn.Linear):
             total += output.numel() * module.in_features
 
-    counted = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear, ModulatedDeformConv2d)
+    counted = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear, ModulatedDeformConv2d, MotionModule)
     handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, counted)]
     try:
         with torch.no_grad():

@@ -31,11 +31,13 @@ from tqdm import tqdm
 import micml
 from micml.data.clips import SEQ_LEN
 from micml.data.unified import UnifiedDataset, read_image
-from micml.engine.checkpoint import CheckpointError, build_model
+from micml.engine.checkpoint import (CheckpointError, build_model, error_summary, refused_pickle,
+                                     refused_pickle_message)
 from micml.evaluation.matfiles import coco_image_index
 from micml.inference.decode import REFERENCE_TOP_K
 from micml.inference.export import DetectionWriter
 from micml.inference.tiling import DEFAULT_OVERLAP, TiledDetector
+from micml.models import optimize_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,12 @@ INITIALISATION_OPTIONS = ("pretrained",)
 
 
 def load_detector(checkpoint_path: str | os.PathLike, expected_variant: str | None = None,
-                  device: str | torch.device = "cpu") -> torch.nn.Module:
+                  device: str | torch.device = "cpu", *, optimize: bool = True) -> torch.nn.Module:
     """Rebuild the model a micml checkpoint was trained as, load its weights, eval mode.
+
+    With `optimize` (the default) the result is `micml.models.optimize_for_inference`'s copy:
+    BatchNorm folded, channels-last, the fast deformable conv on CPU; same outputs up to float
+    rounding, inference only. `optimize=False` gives the plain model (e.g. to fine-tune it).
 
     Raises CheckpointError naming the file when it is missing, unreadable, not a micml
     checkpoint, of another variant than `expected_variant`, or when its weights do not fit.
@@ -70,7 +76,8 @@ def load_detector(checkpoint_path: str | os.PathLike, expected_variant: str | No
             f"{path}: its weights do not fit the {variant!r} model rebuilt from its own options "
             f"({str(error).splitlines()[0]}); the file comes from an incompatible micml version or was "
             "modified: re-train or re-download it") from error
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    return optimize_for_inference(model) if optimize else model
 
 
 def _read_checkpoint(path: Path) -> dict:
@@ -79,9 +86,11 @@ def _read_checkpoint(path: Path) -> dict:
                               "path of an existing checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError... by damage
+    except Exception as error:  # torch raises RuntimeError, EOFError... by damage
+        if refused_pickle(error):
+            raise CheckpointError(refused_pickle_message(path)) from None
         raise CheckpointError(
-            f"{path}: cannot be read as a checkpoint ({type(error).__name__}: {str(error).splitlines()[0]}); "
+            f"{path}: cannot be read as a checkpoint ({error_summary(error)}); "
             "the file is corrupt or truncated: re-train or re-download it") from error
     if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
         found = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__

@@ -4,6 +4,7 @@ the registry of assembled detectors (`VARIANTS`, `build`)."""
 from .backbone import DLA34, load_imagenet_weights
 from .checkpoint_keys import convert_reference_state_dict, load_reference_checkpoint
 from .detector import Detector
+from .fuse import optimize_for_inference
 from .heads import centernet_heads
 from .motion import MotionModule
 from .necks import DLAUp, IDAUp
@@ -27,5 +28,6 @@ __all__ = [
     "convert_reference_state_dict",
     "describe",
     "load_reference_checkpoint",
+    "optimize_for_inference",
     "rebuild",
 ]

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .layout import to_channels_last
 from .temporal import TemporalBranch
 
 
@@ -113,7 +114,7 @@ class Detector(nn.Module):
         self.check_input(clip)
         levels = None
         if self.base is not None:
-            levels = self.dla_up(self.base(clip[:, :, 0]))
+            levels = self.dla_up(self.base(to_channels_last(clip[:, :, 0])))
         if self.base3d is not None:
             temporal = self.base3d(clip)
             levels = temporal if levels is None else [s + t for s, t in zip(levels, temporal)]

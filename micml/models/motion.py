@@ -13,7 +13,9 @@ For every layer l and step t:
    (channel r // S, image row r % S) and its C entries are the S pooled columns (C == S in
    MICML). This is deliberately not a channel-last permute.
 3. Motion pattern mining: from (h, c), run the *same* cell over all T inputs of the layer,
-   collecting [h, h~_tau] for tau = 0..T-1 (2*C*T channels) -> maxpool to S x S -> conv1 -> se2
+   chaining its states, (h~_tau, c~_tau) = cell_l(x_tau, (h~_tau-1, c~_tau-1)) (reference
+   Motion.py:143-148), collecting [h, h~_tau] for tau = 0..T-1 (2*C*T channels)
+   -> maxpool to S x S -> conv1 -> se2
    -> one row of S*S per channel -> w0 -> M, a B x C x C matrix. The inner loop's states are
    then discarded.
 4. Motion-vision adapter: A = w1(P) and G = M @ w2(P), both raw-reshaped to B x C x (S*S);
@@ -32,11 +34,17 @@ Ablations (flags of MotionModule, used by the registry):
 Step 5 (the gated residual through `mapping`) is kept in both: without it nothing of the
 module would reach the hidden state.
 
-The code favours readability over speed (one python loop per layer, step and mining step);
-each piece of the math is a small method so that it can later be batched.
+Performance (outputs equal to the straightforward statement up to float rounding; checked in
+tests/test_performance_paths.py): the input half of the ConvLSTM convolution is computed once
+per layer for all T inputs and shared by every step and mining chain (the mining chains
+themselves are sequential: each re-run starts from the previous re-run's state); h is
+max-pooled once per step; the adapter is one batched matmul. The python loops over layers,
+steps and mining steps remain.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,21 +52,48 @@ from torch import nn
 
 
 class ConvLSTMCell(nn.Module):
-    """Convolutional LSTM cell: one conv on [x, h] gives the i, f, o, g gates."""
+    """Convolutional LSTM cell: one conv on [x, h] gives the i, f, o, g gates.
+
+    `forward` is that statement. `input_gates` + `step` compute the same gates split in two,
+    conv([x, h]) = conv_x(x) + conv_h(h) (equal up to float rounding), so that the input part
+    of a whole sequence can be computed once and reused by every step that reads it.
+    """
 
     def __init__(self, input_channels: int, hidden_channels: int, kernel_size: int = 3, bias: bool = True):
         super().__init__()
+        self.input_channels = input_channels
         self.hidden_channels = hidden_channels
         self.conv = nn.Conv2d(input_channels + hidden_channels, 4 * hidden_channels, kernel_size,
                               padding=kernel_size // 2, bias=bias)
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor,
+                state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         h, c = state
         gates = self.conv(torch.cat([x, h], dim=1))
+        return self.update(gates, c)
+
+    def input_gates(self, x: torch.Tensor) -> torch.Tensor:
+        """conv_x(x) + bias: the part of the gates that does not depend on the state."""
+        weight = self.conv.weight[:, :self.input_channels]
+        return F.conv2d(x, weight, self.conv.bias, padding=self.conv.padding)
+
+    def step(self, input_gates: torch.Tensor,
+             state: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step from precomputed input gates; `state=None` is the zero state (no conv_h)."""
+        if state is None:
+            return self.update(input_gates, None)
+        h, c = state
+        weight = self.conv.weight[:, self.input_channels:]
+        return self.update(input_gates + F.conv2d(h, weight, None, padding=self.conv.padding), c)
+
+    def update(self, gates: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """c' = sigmoid(f) * c + sigmoid(i) * tanh(g), h' = sigmoid(o) * tanh(c'); c=None is 0."""
         i, f, o, g = torch.split(gates, self.hidden_channels, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        new_c = torch.sigmoid(i) * torch.tanh(g)
+        if c is not None:
+            new_c = torch.sigmoid(f) * c + new_c
+        h = torch.sigmoid(o) * torch.tanh(new_c)
+        return h, new_c
 
 
 class SqueezeExcitation(nn.Module):
@@ -135,21 +170,31 @@ class MotionModule(nn.Module):
         )
 
     # ------------------------------------------------------------------ the pieces of the math
-    def node_features(self, h: torch.Tensor) -> torch.Tensor:
-        """Step 2: P = se1(maxpool(h)) raw-reshaped to B x (S*S) x C (memory order kept)."""
-        pooled = self.se1(self.maxpool(h))
-        return pooled.reshape(h.shape[0], -1, self.channels)
+    def node_features(self, h: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """Step 2: P = se1(maxpool(h)) raw-reshaped to B x (S*S) x C (memory order kept).
 
-    def mined_map(self, cell: ConvLSTMCell, inputs: list[torch.Tensor],
-                  h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Step 3 up to se2: re-run `cell` from (h, c) over all inputs -> B x C x S x S."""
-        pairs = []
-        h_tilde, c_tilde = h, c
-        for x in inputs:
-            h_tilde, c_tilde = cell(x, (h_tilde, c_tilde))
-            pairs.append(torch.cat([h, h_tilde], dim=1))
-        stacked = self.maxpool(torch.cat(pairs, dim=1))
-        return self.se2(self.conv1(stacked))
+        `pooled` is maxpool(h) when the caller has it already (mining pools h too).
+        """
+        pooled = self.maxpool(h) if pooled is None else pooled
+        return self.se1(pooled).reshape(h.shape[0], -1, self.channels)
+
+    def mined_map(self, cell: ConvLSTMCell, input_gates: list[torch.Tensor], h: torch.Tensor,
+                  c: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """Step 3 up to se2: re-run `cell` from (h, c) over all inputs -> B x C x S x S.
+
+        The cell's states are chained over tau (reference Motion.py: each mining step starts
+        from the previous one's state), so the steps stay sequential; their input gates are
+        the layer's, computed once. The adaptive max-pool acts per channel, so pooling the
+        2*C*T-channel concatenation [h, h~_0, h, h~_1, ...] equals concatenating the pooled
+        pieces: h is pooled once (`pooled`) and the full-resolution concatenation never exists.
+        """
+        pooled = self.maxpool(h) if pooled is None else pooled
+        pieces = []
+        state = (h, c)
+        for gates in input_gates:
+            state = cell.step(gates, state)
+            pieces += [pooled, self.maxpool(state[0])]
+        return self.se2(self.conv1(torch.cat(pieces, dim=1)))
 
     def pattern_matrix(self, mined: torch.Tensor) -> torch.Tensor:
         """Step 3 end: one row of S*S per channel -> w0 -> M, B x C x C."""
@@ -157,7 +202,11 @@ class MotionModule(nn.Module):
         return self.w0(mined.reshape(batch * self.channels, -1)).reshape(batch, self.channels, -1)
 
     def adapt(self, nodes: torch.Tensor, patterns: torch.Tensor | None) -> torch.Tensor:
-        """Step 4: (A + M @ Bm) / 2 (or A alone without mining), as B x C x S x S."""
+        """Step 4, all samples at once: (A + M @ Bm) / 2 (or A alone without mining), B x C x S x S.
+
+        The reference loops over the batch (one 64x64 @ 64x4096 product per sample); one
+        batched matmul computes the same products.
+        """
         batch, size = nodes.shape[0], self.pooled_size
         visual = self.w1(nodes).reshape(batch, self.channels, -1)
         if patterns is None:
@@ -174,13 +223,14 @@ class MotionModule(nn.Module):
         gate = self.mapping(joint).permute(0, 3, 1, 2)
         return h + torch.sigmoid(gate)
 
-    def motion_map(self, cell: ConvLSTMCell, inputs: list[torch.Tensor],
+    def motion_map(self, cell: ConvLSTMCell, input_gates: list[torch.Tensor],
                    h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Steps 2-4 for one layer and step, according to the ablation switches."""
+        pooled = self.maxpool(h)
         if not self.adapter:
-            return self.mined_map(cell, inputs, h, c)
-        nodes = self.node_features(h)
-        patterns = self.pattern_matrix(self.mined_map(cell, inputs, h, c)) if self.mining else None
+            return self.mined_map(cell, input_gates, h, c, pooled)
+        nodes = self.node_features(h, pooled)
+        patterns = self.pattern_matrix(self.mined_map(cell, input_gates, h, c, pooled)) if self.mining else None
         return self.adapt(nodes, patterns)
 
     # ------------------------------------------------------------------ forward
@@ -192,15 +242,41 @@ class MotionModule(nn.Module):
         if self.mining and sequence.shape[1] != self.num_frames:
             raise ValueError(f"MotionModule was built for T={self.num_frames} frames (conv1 takes "
                              f"2*C*T channels); found T={sequence.shape[1]}")
-        batch, steps, _, height, width = sequence.shape
-        inputs = list(sequence.unbind(dim=1))
+        layer_input = sequence
         for cell in self.cell_list:
-            h = sequence.new_zeros(batch, cell.hidden_channels, height, width)
-            c = torch.zeros_like(h)
-            outputs = []
-            for t in range(steps):
-                h, c = cell(inputs[t], (h, c))
-                h = self.inject(h, self.motion_map(cell, inputs, h, c))
-                outputs.append(h)
-            inputs = outputs
-        return torch.stack(inputs, dim=1)
+            layer_input = self.run_layer(cell, layer_input)
+        return layer_input
+
+    def reference_convlstm_macs(self, sequence_shape: Sequence[int]) -> int:
+        """MACs of the ConvLSTM convolutions as the reference computes them, for one forward.
+
+        The reference evaluates the full conv([x, h]) once per step and, with mining, once per
+        mining step (T per step); this module shares the input half instead, so a hook on its
+        convolutions would count less work than the model defines. The model table reports
+        the reference's count, which is what the paper's GFLOPs column compares.
+        """
+        batch, steps, _, height, width = sequence_shape
+        evaluations_per_step = 1 + (steps if self.mining else 0)
+        macs = 0
+        for cell in self.cell_list:
+            weight = cell.conv.weight
+            macs += steps * evaluations_per_step * batch * height * width * weight.shape[0] * weight[0].numel()
+        return macs
+
+    def run_layer(self, cell: ConvLSTMCell, layer_input: torch.Tensor) -> torch.Tensor:
+        """One ConvLSTM layer with mining and adapter at every step: (B, T, C, h, w) -> same.
+
+        The input half of the cell's convolution, conv_x(x_tau), is computed once for all T
+        inputs (one batched call) and shared by the step t and by every mining chain: the
+        reference evaluates it 1 + T times per step.
+        """
+        batch, steps, channels, height, width = layer_input.shape
+        input_gates = cell.input_gates(layer_input.reshape(batch * steps, channels, height, width))
+        input_gates = list(input_gates.view(batch, steps, -1, height, width).unbind(dim=1))
+        state, outputs = None, []  # None: the zero state every layer starts from
+        for t in range(steps):
+            h, c = cell.step(input_gates[t], state)
+            h = self.inject(h, self.motion_map(cell, input_gates, h, c))
+            state = (h, c)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)

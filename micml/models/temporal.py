@@ -25,11 +25,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import layout
 from .necks import DLAUp
 
 
 class Conv3dBNReLU(nn.Module):
-    """Conv3d (no bias) -> BatchNorm3d(eps 1e-3, momentum 0.1) -> ReLU. Keys `conv.*`, `bn.*`."""
+    """Conv3d (no bias) -> BatchNorm3d(eps 1e-3, momentum 0.1) -> ReLU. Keys `conv.*`, `bn.*`.
+
+    The convolution runs through `layout.conv3d` (channels-last, framewise on CPU).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int, int],
                  padding: tuple[int, int, int]):
@@ -39,7 +43,7 @@ class Conv3dBNReLU(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(x)))
+        return self.relu(self.bn(layout.conv3d(self.conv, x)))
 
 
 def factorised_conv3d(in_channels: int, out_channels: int, spatial_kernel: int) -> nn.Sequential:

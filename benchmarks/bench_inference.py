@@ -1,0 +1,101 @@
+"""Eval forward on CPU: the baseline path vs `micml.models.optimize_for_inference`, and tiled
+throughput of the optimised model.
+
+Baseline: `model.eval()` in fp32 eager with torchvision's DCN kernel, under inference_mode.
+Optimised: `optimize_for_inference(model)` (BatchNorm folded, mix-first deformable conv,
+framewise 3-D convs, banded heads, channels_last), also under inference_mode. Same
+trained-like weights (non-zero DCN offsets) and clip; runs alternate. Then frames/s of the
+optimised model through `TiledDetector` on a larger frame, in tiles of --tile pixels and
+whole.
+
+    python benchmarks/bench_inference.py --tiny          # seconds
+    python benchmarks/bench_inference.py                 # 512 x 512 micml; tiled 1024 x 1024
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP: idle threads sleep
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+import baselines
+from micml.inference.tiling import TiledDetector
+from micml.models import build, optimize_for_inference
+
+PATHS = ("baseline", "optimised")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="micml", help="registry variant (default micml)")
+    parser.add_argument("--size", type=int, default=512, help="frame side of the forward comparison (default 512)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed forwards per path (default 3)")
+    parser.add_argument("--tiled-size", type=int, default=1024, help="frame side for tiled throughput (default 1024)")
+    parser.add_argument("--tile", type=int, default=512, help="tile side (default 512)")
+    parser.add_argument("--overlap", type=int, default=32, help="tile overlap (default 32)")
+    parser.add_argument("--tiled-frames", type=int, default=2, help="timed frames for throughput (default 2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (CI)")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.size, args.repeats, args.tiled_size, args.tile, args.overlap, args.tiled_frames = 64, 2, 128, 64, 16, 1
+    return args
+
+
+def forward(path: str, models: dict, clip: torch.Tensor) -> dict:
+    context = baselines.baseline_path() if path == "baseline" else baselines.optimised_path()
+    with context, torch.inference_mode():
+        return models[path](clip)
+
+
+def frames_per_second(model: torch.nn.Module, tile: int | None, args) -> float:
+    """Median frames/s of whole frames through TiledDetector (uint8 clip -> detections;
+    `tile=None`: one whole-frame forward), after one warm-up frame."""
+    rng = np.random.default_rng(0)
+    clip = [rng.integers(0, 256, (args.tiled_size, args.tiled_size, 3), dtype=np.uint8) for _ in range(5)]
+    detector = TiledDetector(model, tile=tile, overlap=args.overlap)
+    detector.detect_clip(clip)
+    seconds = []
+    for _ in range(args.tiled_frames):
+        started = time.perf_counter()
+        detector.detect_clip(clip)
+        seconds.append(time.perf_counter() - started)
+    return 1 / baselines.median(seconds)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    baselines.configure_threads(args.threads)
+    torch.manual_seed(0)
+    model = baselines.trained_like(build(args.model)).eval()
+    models = {"baseline": model, "optimised": optimize_for_inference(model)}
+    clip = baselines.random_clip(1, args.size)
+    print(f"{args.model} eval forward, 1 x 3 x 5 x {args.size} x {args.size}, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats} after 1 untimed forward, torch {torch.__version__}")
+
+    first = {path: forward(path, models, clip) for path in PATHS}
+    times = baselines.interleaved_seconds({path: (lambda p=path: forward(p, models, clip)) for path in PATHS},
+                                          args.repeats)
+    rows = [(path, f"{baselines.median(times[path]):.3f}", f"{min(times[path]):.3f}") for path in PATHS]
+    baselines.print_table(rows, ("path", "median s", "min s"))
+    ratio = baselines.median(times["baseline"]) / baselines.median(times["optimised"])
+    print(f"speed-up (baseline / optimised): {ratio:.2f}x")
+    for head, expected in first["baseline"].items():
+        diff = baselines.max_abs_diff(expected, first["optimised"][head])
+        print(f"max |diff| {head:4s} {diff:.2e} (max |output| {expected.abs().max().item():.2e})")
+
+    for tile in (args.tile, None):
+        fps = frames_per_second(models["optimised"], tile, args)
+        how = "whole frame" if tile is None else f"tiles {tile}, overlap {args.overlap}"
+        print(f"optimised, {args.tiled_size}x{args.tiled_size} frames ({how}): {fps:.3f} frames/s")
+    print(f"peak RSS of this process {baselines.peak_rss_mib():.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

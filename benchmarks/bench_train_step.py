@@ -1,0 +1,115 @@
+"""One training step of a detector on CPU: the baseline path vs micml's optimised path.
+
+A step is forward -> loss = sum over heads of mean(output) -> zero_grad -> backward -> Adam
+(lr 1.25e-4), as in reference/CPU_CALIBRATION.md. Baseline: torchvision's DCN kernel and the
+reference's motion module (`baselines.reference_motion_forward`); optimised: the gather DCN
+and `MotionModule.forward`. Two copies of the same trained-like model and the same clip; the
+first (untimed) step of each gives the output and gradient differences, then timed steps
+alternate. Peak RSS of one step per path is measured in a fresh process.
+
+    python benchmarks/bench_train_step.py --tiny                       # seconds
+    python benchmarks/bench_train_step.py --size 256 --repeats 3       # minutes
+    python benchmarks/bench_train_step.py --size 512 --repeats 1       # the goal: ~3 min baseline/step
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP: idle threads sleep
+
+import argparse
+import copy
+import json
+
+import torch
+
+import baselines
+from micml.models import build
+
+PATHS = ("baseline", "optimised")
+LEARNING_RATE = 1.25e-4
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="micml", help="registry variant (default micml)")
+    parser.add_argument("--size", type=int, default=512, help="crop side (default 512)")
+    parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per path (default 3)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak RSS runs")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (CI)")
+    parser.add_argument("--measure-memory", choices=PATHS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.size, args.batch, args.repeats = 32, 1, 2
+    return args
+
+
+class Trainer:
+    """A model, its Adam optimiser and the path (baseline or optimised) it trains on."""
+
+    def __init__(self, model: torch.nn.Module, path: str):
+        self.model, self.path = model.train(), path
+        self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
+
+    def step(self, clip: torch.Tensor) -> dict:
+        """One step; returns the outputs and the gradients it applied."""
+        motions = [self.model.motion] if getattr(self.model, "motion", None) is not None else []
+        context = baselines.baseline_path(*motions) if self.path == "baseline" else baselines.optimised_path()
+        with context:
+            outputs = self.model(clip)
+            loss = sum(output.mean() for output in outputs.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        grads = {name: p.grad.clone() for name, p in self.model.named_parameters() if p.grad is not None}
+        self.optimizer.step()
+        return {"outputs": {k: v.detach() for k, v in outputs.items()}, "grads": grads}
+
+
+def make_trainers(args) -> tuple[dict, torch.Tensor]:
+    torch.manual_seed(0)
+    model = baselines.trained_like(build(args.model))
+    paths = [args.measure_memory] if args.measure_memory else PATHS
+    trainers = {path: Trainer(copy.deepcopy(model), path) for path in paths}
+    return trainers, baselines.random_clip(args.batch, args.size)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    baselines.configure_threads(args.threads)
+    trainers, clip = make_trainers(args)
+    if args.measure_memory:
+        trainers[args.measure_memory].step(clip)
+        print(json.dumps({"peak_rss_mib": baselines.peak_rss_mib()}))
+        return
+
+    print(f"{args.model} training step, batch {args.batch}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats} after 1 untimed step, torch {torch.__version__}")
+    first = {path: trainers[path].step(clip) for path in PATHS}
+    times = baselines.interleaved_seconds({path: (lambda t=trainers[path]: t.step(clip)) for path in PATHS},
+                                          args.repeats)
+    memory = {}
+    if not args.no_memory:
+        common = ["--model", args.model, "--size", str(args.size), "--batch", str(args.batch)]
+        common += ["--threads", str(args.threads)] if args.threads else []
+        memory = {path: baselines.peak_rss_in_fresh_process(__file__, common + ["--measure-memory", path])
+                  for path in PATHS}
+
+    rows = [(path, f"{baselines.median(times[path]):.2f}", f"{min(times[path]):.2f}",
+             f"{memory[path]:.0f}" if memory else "-") for path in PATHS]
+    baselines.print_table(rows, ("path", "median s", "min s", "peak RSS MiB"))
+    ratio = baselines.median(times["baseline"]) / baselines.median(times["optimised"])
+    print(f"speed-up (baseline / optimised): {ratio:.2f}x")
+    a, b = first["baseline"], first["optimised"]
+    print(f"max |diff| outputs {baselines.max_abs_diff(a['outputs'], b['outputs']):.2e} "
+          f"(max |output| {max(v.abs().max().item() for v in a['outputs'].values()):.2e})")
+    print(f"gradients: max |diff| {baselines.max_abs_diff(a['grads'], b['grads']):.2e}, "
+          f"relative L2 difference {baselines.relative_l2(a['grads'], b['grads']):.1e}")
+    print("(training-mode BatchNorm on small deep maps amplifies float32 rounding: the baseline's own "
+          "float32 gradients differ from float64 by a few % at 64 x 64; see benchmarks/README.md)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""The fast paths compute what the straightforward ones compute, and the benchmarks run.
+
+* the motion module's batched forward vs a straightforward statement of the reference
+  (per step and mining step the full ConvLSTM conv on [x, h], the full-resolution
+  concatenation pooled as a whole, the adapter looped over samples), in training mode with
+  gradients;
+* channels-last / framewise 3-D convolutions (`micml.models.layout`) vs the plain ones;
+* `optimize_for_inference` vs plain eval mode, and its parts (mix-first deformable conv
+  against the naive float64 DCN, banded heads, folded 3-D convs, the temporal tap);
+* every benchmark script with `--tiny` (a subprocess each) prints a ratio line.
+
+CPU only, small tensors; about a minute on 2 cores, most of it in the benchmark runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import micml.models.fast_deform as fast_deform
+from micml.models import build, layout, optimize_for_inference
+from micml.models.fuse import BandedHead, FirstThreeFramesMaxPool, FoldedConv3dReLU
+from micml.models.motion import ConvLSTMCell, MotionModule
+from micml.models.temporal import Conv3dBNReLU
+from micml.ops.reference import reference_modulated_deform_conv2d
+
+torch.set_num_threads(2)
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+# ---------------------------------------------------------------------------- motion module
+def straightforward_motion(m: MotionModule, seq: torch.Tensor) -> torch.Tensor:
+    """reference/MICML_SPEC.md §2.5 step by step, per sample, with m's layers (slow, plain)."""
+    batch, steps, channels, height, width = seq.shape
+    size = m.pooled_size
+    layer_input = seq
+    for layer in range(m.num_layers):
+        cell = m.cell_list[layer]
+        h = seq.new_zeros(batch, channels, height, width)
+        c = seq.new_zeros(batch, channels, height, width)
+        outputs = []
+        for t in range(steps):
+            h, c = cell(layer_input[:, t], (h, c))
+            nodes = m.se1(m.maxpool(h)).view(batch, -1, channels) if m.adapter else None
+            if m.mining:
+                collected, h_tilde, c_tilde = [], h, c
+                for tau in range(steps):  # chained: each re-run starts from the previous state
+                    h_tilde, c_tilde = m.cell_list2[layer](layer_input[:, tau], (h_tilde, c_tilde))
+                    collected.append(torch.cat((h, h_tilde), 1))
+                mined = m.se2(m.conv1(m.maxpool(torch.cat(collected, 1))))
+            if not m.adapter:
+                motion_map = mined
+            else:
+                per_sample = []
+                for b in range(batch):
+                    adapted = m.w1(nodes[b]).view(channels, -1)
+                    if m.mining:
+                        patterns = m.w0(mined[b].reshape(channels, -1))
+                        mixed = patterns @ m.w2(nodes[b]).view(channels, -1)
+                        adapted = (adapted + mixed) / 2
+                    per_sample.append(adapted.view(1, channels, size, size))
+                motion_map = torch.cat(per_sample, 0)
+            up = F.interpolate(motion_map, size=[height, width], mode="bilinear", align_corners=True)
+            h = h + torch.sigmoid(m.mapping(torch.cat((h, up), 1).permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+            outputs.append(h)
+        layer_input = torch.stack(outputs, 1)
+    return layer_input
+
+
+def _output_and_gradients(forward, module: torch.nn.Module, seq: torch.Tensor, cotangent: torch.Tensor):
+    module.zero_grad(set_to_none=True)
+    leaf = seq.detach().requires_grad_()
+    out = forward(leaf)
+    out.backward(cotangent)
+    return out.detach(), leaf.grad, {n: p.grad for n, p in module.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("mining,adapter", [(True, True), (False, True), (True, False)])
+def test_motion_forward_equals_straightforward_statement_with_gradients(mining, adapter):
+    torch.manual_seed(3)
+    motion = MotionModule(channels=8, num_layers=2, pooled_size=8, mining=mining, adapter=adapter).train()
+    generator = torch.Generator().manual_seed(4)
+    seq = torch.randn(2, 5, 8, 12, 10, generator=generator)
+    cotangent = torch.randn(seq.shape, generator=generator)
+
+    expected = _output_and_gradients(lambda x: straightforward_motion(motion, x), motion, seq, cotangent)
+    found = _output_and_gradients(motion, motion, seq, cotangent)
+
+    torch.testing.assert_close(found[0], expected[0], rtol=0, atol=2e-6)
+    torch.testing.assert_close(found[1], expected[1], rtol=0, atol=2e-6)
+    assert found[2].keys() == expected[2].keys() and len(found[2]) >= 8
+    for name, grad in expected[2].items():  # sums of many float32 terms: relative to the largest
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(found[2][name], grad, rtol=0, atol=1e-5 * scale, msg=name)
+
+
+def test_convlstm_step_from_input_gates_equals_cell_forward():
+    torch.manual_seed(5)
+    cell = ConvLSTMCell(6, 4)
+    x, h, c = torch.randn(2, 6, 7, 5), torch.randn(2, 4, 7, 5), torch.randn(2, 4, 7, 5)
+    for state in ((h, c), (torch.zeros_like(h), torch.zeros_like(c))):
+        expected = cell(x, state)
+        found = cell.step(cell.input_gates(x), None if not state[0].any() else state)
+        for a, b in zip(found, expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- memory layout
+@pytest.mark.parametrize("kernel,padding", [((1, 1, 5), (0, 0, 2)), ((1, 3, 1), (0, 1, 0)), ((3, 1, 1), (1, 0, 0))])
+def test_channels_last_conv3d_equals_conv3d_with_gradients(kernel, padding):
+    torch.manual_seed(10)
+    conv = torch.nn.Conv3d(3, 4, kernel, padding=padding, bias=False)
+    x = torch.randn(2, 3, 5, 7, 6)
+    results = []
+    for channels_last in (False, True):
+        conv.zero_grad()
+        leaf = x.clone().requires_grad_()
+        out = layout.conv3d(conv, leaf, channels_last=channels_last)
+        out.backward(torch.ones_like(out))
+        results.append((out.detach(), leaf.grad, conv.weight.grad.clone()))
+    for plain, fast in zip(*results):
+        torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)
+    assert results[1][0].is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_detector_output_does_not_depend_on_the_layout_switch():
+    torch.manual_seed(11)
+    model = build("dsfnet").eval()
+    clip = torch.randn(1, 3, 5, 32, 32)
+    with torch.inference_mode():
+        fast = model(clip)
+        layout.use_channels_last_on_cpu(False)
+        try:
+            plain = model(clip)
+        finally:
+            layout.use_channels_last_on_cpu(True)
+    for head in plain:
+        torch.testing.assert_close(fast[head], plain[head], rtol=0, atol=1e-5 * plain[head].abs().max().item())
+
+
+# ---------------------------------------------------------------------------- inference
+def _trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-zero DCN offsets (a fresh offset conv is zero) and non-trivial BN statistics."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "conv_offset_mask"):
+                module.conv_offset_mask.weight.normal_(0, 0.05, generator=generator)
+                module.conv_offset_mask.bias.normal_(0, 1.0, generator=generator)
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.normal_(0, 0.2, generator=generator)
+                module.running_var.uniform_(0.3, 2.0, generator=generator)
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.normal_(0, 0.2, generator=generator)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["dsfnet", "micml", "centernet", "micml_motion_at_test"])
+def test_optimized_eval_equals_plain_eval(name):
+    torch.manual_seed(0)
+    model = _trained_like(build(name))
+    before = copy.deepcopy(model.state_dict())
+    fast = optimize_for_inference(model)
+    clip = torch.randn(1, 3, 5, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected, found = model(clip), fast(clip)
+    for head in expected:
+        scale = expected[head].abs().max().item()
+        assert scale > 0
+        torch.testing.assert_close(found[head], expected[head], rtol=0, atol=1e-4 * scale, msg=head)
+    # the original is untouched and still trainable; the copy has no BatchNorm left
+    assert model.state_dict().keys() == before.keys()
+    assert all(torch.equal(model.state_dict()[k], before[k]) for k in before)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fast.modules())
+    assert fast.variant == name and not fast.training
+
+
+def test_optimized_model_refuses_training():
+    fast = optimize_for_inference(build("dsfnet"))
+    with pytest.raises(RuntimeError, match="eval mode without gradients only"):
+        fast.train()(torch.randn(1, 3, 5, 32, 32))
+
+
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 2, 2)])
+@pytest.mark.parametrize("offset_scale", [1.5, 30.0])  # bands mixing their own rows / the whole frame
+def test_mix_first_deform_conv_matches_naive_reference(monkeypatch, stride, padding, dilation, offset_scale):
+    monkeypatch.setattr(fast_deform, "PIXELS_PER_BAND", 20)  # several bands, the last one short
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 6, 11, 13, generator=generator, dtype=torch.float64)
+    weight = torch.randn(5, 6, 3, 3, generator=generator, dtype=torch.float64)
+    bias = torch.randn(5, generator=generator, dtype=torch.float64)
+    out_h = (11 + 2 * padding - 2 * dilation - 1) // stride + 1
+    out_w = (13 + 2 * padding - 2 * dilation - 1) // stride + 1
+    offset = torch.randn(2, 18, out_h, out_w, generator=generator, dtype=torch.float64) * offset_scale
+    mask_logits = torch.randn(2, 9, out_h, out_w, generator=generator, dtype=torch.float64)
+    expected = reference_modulated_deform_conv2d(x, offset, mask_logits.sigmoid(), weight, bias,
+                                                 stride, padding, dilation)
+    found = fast_deform.deform_conv2d_mix_first(x, offset, mask_logits, weight, bias, (stride,) * 2,
+                                                (padding,) * 2, (dilation,) * 2)
+    torch.testing.assert_close(found, expected, rtol=0, atol=1e-12)
+
+
+def test_banded_head_equals_head(monkeypatch):
+    monkeypatch.setattr("micml.models.fuse.HEAD_PIXELS_PER_BAND", 30)  # 3 rows of 10 per band
+    torch.manual_seed(8)
+    head = torch.nn.Sequential(torch.nn.Conv2d(4, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 2, 1)).eval()
+    assert BandedHead.supports(head)
+    x = torch.randn(2, 4, 11, 10)
+    with torch.inference_mode():
+        torch.testing.assert_close(BandedHead(head).eval()(x), head(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,padding", [((1, 1, 5), (0, 0, 2)), ((1, 3, 1), (0, 1, 0)), ((3, 1, 1), (1, 0, 0))])
+def test_folded_conv3d_equals_conv_bn_relu(kernel, padding):
+    torch.manual_seed(9)
+    block = _trained_like(Conv3dBNReLU(3, 6, kernel, padding))
+    x = torch.randn(2, 3, 5, 9, 8)
+    with torch.inference_mode():
+        expected = block(x)
+        found = FoldedConv3dReLU(block).eval()(x)
+    torch.testing.assert_close(found, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("frames", [3, 4, 5, 6])
+def test_temporal_tap_equals_max_pool(frames):
+    pool = torch.nn.MaxPool3d((3, 1, 1))
+    x = torch.randn(2, 4, frames, 5, 6)
+    assert torch.equal(FirstThreeFramesMaxPool(pool)(x), pool(x))
+
+
+# ---------------------------------------------------------------------------- benchmarks
+RATIO_LINE = re.compile(r"(speed-up|ratio|/whole =)[^\n]*\d+(\.\d+)?")
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("bench_*.py")))
+def test_benchmark_runs_tiny_and_prints_a_ratio(script):
+    source = (BENCHMARKS / script).read_text()
+    if "--tiny" not in source:
+        pytest.skip(f"{script} has no --tiny option, so it cannot run in CI time")
+    environment = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--tiny"], capture_output=True, text=True,
+                            timeout=600, env=environment, cwd=BENCHMARKS.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert RATIO_LINE.search(result.stdout), result.stdout
+    numbers = [float(n) for n in re.findall(r"(\d+\.\d+)x", result.stdout)]
+    assert all(math.isfinite(n) and n > 0 for n in numbers)
