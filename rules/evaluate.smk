@@ -1,10 +1,11 @@
-# Evaluation: each dataset's own protocols on the exported .mat files, per-dataset comparison
-# plots, and the paper tables across datasets and models.
+# Evaluation: each dataset's own protocols on the .mat files of rule export_mat, per-dataset
+# comparison plots, and the paper tables across datasets and models.
 
 
 rule evaluate:
     input:
         predictions=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/predict.json",
+        mat=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/mat",
         meta="results/data/{dataset}/meta.json",
     output:
         summary="results/{dataset}/{model}/metrics/summary.json",
@@ -30,6 +31,7 @@ rule evaluate:
 rule qualitative:
     input:
         predictions=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/predict.json",
+        mat=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/mat",
         meta="results/data/{dataset}/meta.json",
     output:
         png=report(

@@ -1,5 +1,5 @@
-# Testing: tiled large-size inference over the test split; detections as .mat files (one per
-# frame, readable by the reference evaluator), COCO-results json and CSV.
+# Testing: tiled large-size inference over the test split (detections as COCO-results json and
+# CSV), then their export as .mat files, one per frame, as the reference evaluator reads them.
 
 
 rule test:
@@ -8,6 +8,7 @@ rule test:
         meta="results/data/{dataset}/meta.json",
     output:
         summary=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/predict.json",
+        csv=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/detections.csv",
     params:
         testing=config["testing"],
     threads: 2
@@ -21,3 +22,20 @@ rule test:
         "../envs/torch.yaml"
     script:
         "../workflow/scripts/test.py"
+
+
+# A CPU job: the GPU job above does not wait for thousands of small files to be written.
+rule export_mat:
+    input:
+        csv=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/detections.csv",
+        meta="results/data/{dataset}/meta.json",
+    output:
+        mat=directory(f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/mat"),
+    params:
+        split=SPLIT,
+    log:
+        "logs/export_mat/{dataset}/{model}.log",
+    conda:
+        "../envs/evaluate.yaml"
+    script:
+        "../workflow/scripts/export_mat.py"

@@ -23,7 +23,7 @@ import micml.models
 from micml.data.clips import SEQ_LEN, clip_frame_indices, normalise, pad_to_multiple
 from micml.data.unified import DatasetError, UnifiedDataset, UnifiedWriter, read_image
 from micml.engine.checkpoint import CheckpointError
-from micml.evaluation.matfiles import coco_image_index, read_frame_mat, write_coco_results
+from micml.evaluation.matfiles import DetectionFileError, coco_image_index, read_frame_mat, write_coco_results
 from micml.inference import (
     InputError,
     TiledDetector,
@@ -38,6 +38,7 @@ from micml.inference import (
 )
 from micml.inference.decode import NOT_A_PEAK
 from micml.inference.detect import draw_detections
+from micml.inference.export import export_mat_tree
 from micml.inference.tiling import axis_tiling, round_up
 
 RECEPTIVE_RADIUS = 2  # two 3x3 convolutions
@@ -440,6 +441,39 @@ def test_predict_split_writes_mat_tree_coco_json_and_csv(tmp_path, tiny_dataset,
     write_coco_results(tmp_path / "reference.json", from_mat, image_ids)
     assert (out / "detections.json").read_text() == (tmp_path / "reference.json").read_text()
     assert json.loads((out / "predict.json").read_text())["frames"] == 5
+
+
+def test_export_mat_from_csv_equals_the_direct_mat_tree(tmp_path, tiny_dataset, checkpoint):
+    """The workflow's test rule writes no .mat (write_mat=False); export_mat makes the same tree
+    from detections.csv, byte-equal arrays, with empty files for frames without detections."""
+    settings = dict(tile=32, overlap=8, top_k=20, progress=False)
+    direct = tmp_path / "direct"
+    predict_split(checkpoint, tiny_dataset, "test", direct, **settings)
+    deferred = tmp_path / "deferred"
+    predict_split(checkpoint, tiny_dataset, "test", deferred, write_mat=False, **settings)
+    assert not (deferred / "mat").exists()
+    lines = (deferred / "detections.csv").read_text().splitlines()
+    without_b2 = [line for line in lines if not line.startswith("b,2,")]  # frame b/2: no detections
+    (deferred / "detections.csv").write_text("\n".join(without_b2) + "\n")
+    frames = {video.record.name: video.record.n_frames for video in UnifiedDataset(tiny_dataset).videos("test")}
+
+    assert export_mat_tree(deferred / "detections.csv", frames, deferred / "mat") == 5
+    for path in sorted((direct / "mat").rglob("*.mat")):
+        exported = read_frame_mat(deferred / "mat" / path.relative_to(direct / "mat"))
+        expected = np.zeros((0, 5), np.float32) if path.parts[-2:] == ("b", "000002.mat") else read_frame_mat(path)
+        assert exported.dtype == np.float32
+        np.testing.assert_array_equal(exported, expected)
+
+
+def test_export_mat_names_a_csv_of_another_split_or_a_bad_line(tmp_path):
+    csv_path = tmp_path / "detections.csv"
+    csv_path.write_text("video,frame,x1,y1,x2,y2,score\na,1,0,0,4,4,0.9\nz,3,0,0,4,4,0.9\n")
+    with pytest.raises(DetectionFileError, match=r"detections\.csv: 1 row group.*video 'z' frame 3"):
+        export_mat_tree(csv_path, {"a": 2}, tmp_path / "mat")
+    csv_path.write_text("video,frame,x1,y1,x2,y2,score\na,1,0,0,nan,4,0.9\n")
+    with pytest.raises(DetectionFileError, match=r"detections\.csv: line 2 is not"):
+        export_mat_tree(csv_path, {"a": 2}, tmp_path / "mat")
+    assert not (tmp_path / "mat").exists()
 
 
 def test_failed_predict_leaves_previous_results_untouched(tmp_path, tiny_dataset, checkpoint):

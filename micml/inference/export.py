@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 
+from micml.data.unified import partial_path, replace_folder
 from micml.evaluation.coco import xyxy_to_xywh
 from micml.evaluation.matfiles import DetectionFileError, frame_mat_path, write_frame_mat
 
@@ -101,3 +103,59 @@ class DetectionWriter:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------- CSV -> .mat tree
+
+
+def read_detections_csv(csv_path: Path | str) -> dict[tuple[str, int], np.ndarray]:
+    """(video, frame) -> float32 N x 5 from a `detections.csv` written by `DetectionWriter`."""
+    csv_path = Path(csv_path)
+    try:
+        with open(csv_path, newline="") as stream:
+            reader = csv.reader(stream)
+            header = tuple(next(reader, ()))
+            if header != CSV_COLUMNS:
+                raise DetectionFileError(f"{csv_path}: expected the columns {', '.join(CSV_COLUMNS)}, found "
+                                         f"{', '.join(header) or 'an empty file'}; give a detections.csv of `micml test`")
+            rows: dict[tuple[str, int], list[list[float]]] = {}
+            for line_number, row in enumerate(reader, start=2):
+                try:
+                    video, frame, values = row[0], int(row[1]), [float(value) for value in row[2:]]
+                except (IndexError, ValueError):
+                    values = []
+                if len(values) != 5 or not np.all(np.isfinite(values)):
+                    raise DetectionFileError(f"{csv_path}: line {line_number} is not video, frame and five finite "
+                                             f"numbers ({','.join(row)}); re-run `micml test` to rewrite the file")
+                rows.setdefault((video, frame), []).append(values)
+    except FileNotFoundError:
+        raise DetectionFileError(f"{csv_path}: not found; run `micml test` (or the workflow's test rule) first") from None
+    return {key: np.asarray(values, np.float32) for key, values in rows.items()}
+
+
+def export_mat_tree(csv_path: Path | str, frames: Mapping[str, int], mat_root: Path | str) -> int:
+    """Write `mat_root/<video>/<frame:06d>.mat` for every frame of `frames` (video -> frame count)
+    from a detections.csv; a frame without rows gets a 0 x 5 `A`, as the reference's test.py.
+
+    The tree is built beside `mat_root` and swapped in whole. A CSV row of a video or frame that
+    `frames` does not hold is an error naming it (a CSV of another split or dataset), never dropped.
+    Returns the number of files written.
+    """
+    detections = read_detections_csv(csv_path)
+    unknown = sorted(key for key in detections if not 1 <= key[1] <= frames.get(key[0], 0))
+    if unknown:
+        video, frame = unknown[0]
+        raise DetectionFileError(f"{csv_path}: {len(unknown)} row group(s) name frames outside the split, first "
+                                 f"video {video!r} frame {frame}; the CSV belongs to another split or dataset")
+    mat_root = Path(mat_root)
+    work = partial_path(mat_root)
+    if work.exists():
+        shutil.rmtree(work)  # left by a killed export: never trusted
+    empty = np.zeros((0, 5), np.float32)
+    written = 0
+    for video, n_frames in frames.items():
+        for frame in range(1, n_frames + 1):
+            write_frame_mat(frame_mat_path(work, video, frame), detections.get((video, frame), empty))
+            written += 1
+    replace_folder(work, mat_root)
+    return written

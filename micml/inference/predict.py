@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 import micml
 from micml.data.clips import SEQ_LEN
-from micml.data.unified import UnifiedDataset, read_image
+from micml.data.unified import UnifiedDataset, read_image, replace_folder
 from micml.engine.checkpoint import (CheckpointError, build_model, error_summary, refused_pickle,
                                      refused_pickle_message)
 from micml.evaluation.matfiles import coco_image_index
@@ -155,9 +155,12 @@ class PredictionSummary:
 def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
                   out_dir: str | os.PathLike, *, expected_variant: str | None = None, tile: int | None = None,
                   overlap: int = DEFAULT_OVERLAP, batch_size: int = 1, top_k: int = REFERENCE_TOP_K,
-                  soft_nms: bool = True, device: str | torch.device = "cpu", progress: bool = True
-                  ) -> PredictionSummary:
+                  soft_nms: bool = True, device: str | torch.device = "cpu", progress: bool = True,
+                  write_mat: bool = True) -> PredictionSummary:
     """Detect on every frame of `split` and write `out_dir` (see the module docstring).
+
+    `write_mat=False` leaves out the .mat tree (the workflow's `export_mat` rule writes it from
+    detections.csv, so that a GPU job does not spend its time writing thousands of small files).
 
     `tile=None` runs whole frames (the reference's setting); otherwise tiles of `tile` pixels with
     `overlap` (see `micml.inference.tiling`).
@@ -174,7 +177,7 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
         shutil.rmtree(work)  # left by a killed run: never trusted
     total_frames = sum(video.record.n_frames for video in videos)
     started = time.perf_counter()
-    with DetectionWriter(work, image_ids) as writer, \
+    with DetectionWriter(work, image_ids, write_mat=write_mat) as writer, \
             tqdm(total=total_frames, unit="frame", desc=f"detect {split}", disable=not progress) as bar:
         for video in videos:
             name = video.record.name
@@ -191,7 +194,7 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
     log.info("%s/%s: %d frames in %.1f s, %.2f frames/s (tile %s, device %s)", Path(dataset_root).name, split,
              summary.frames, seconds, summary.frames_per_second, tile or "whole frame", device)
     _write_summary(work / SUMMARY_FILE, summary)
-    replace_directory(work, out_dir)
+    replace_folder(work, out_dir)
     return summary
 
 
@@ -200,14 +203,3 @@ def _write_summary(path: Path, summary: PredictionSummary) -> None:
                 "python": platform.python_version()}
     path.write_text(json.dumps({**asdict(summary), "versions": versions}, indent=2) + "\n")
 
-
-def replace_directory(new: Path, target: Path) -> None:
-    """Move the finished folder `new` to `target`; an older `target` is removed only afterwards."""
-    old = target.with_name(target.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    if old.exists():
-        shutil.rmtree(old)
