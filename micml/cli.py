@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
+# Named here, not imported from micml.data.synthetic, so that `micml --help` starts without cv2;
+# tests/test_cli.py checks that the two agree.
+PRESETS = ("easy", "default", "moderate", "hard")
 
 
 def subcommand(name: str, summary: str):
@@ -39,7 +42,7 @@ def _synth(parser):
                           "real converters can run on it.")
     parser.add_argument("format", choices=["rscar", "viso", "dronecrowd", "video"], help="native format to write")
     parser.add_argument("out", type=Path, help="folder to create (for `video`, the folder that gets video.mp4)")
-    parser.add_argument("--preset", default="default", choices=["easy", "default", "hard"], help="difficulty preset")
+    parser.add_argument("--preset", default="default", choices=PRESETS, help="difficulty preset")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a SyntheticSpec field, e.g. --set n_frames=20 (repeatable)")

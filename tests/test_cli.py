@@ -50,3 +50,10 @@ def test_synth_then_convert_round_trip(tmp_path, capsys):
     assert main(["convert", "viso", str(tmp_path / "viso"), str(tmp_path / "unified"),
                  "-o", 'test_videos=["002"]']) == 0
     assert (tmp_path / "unified" / "annotations" / "test.json").is_file()
+
+
+def test_cli_presets_are_the_generators():
+    from micml.cli import PRESETS
+    from micml.data.synthetic import DIFFICULTY_PRESETS
+
+    assert PRESETS == tuple(DIFFICULTY_PRESETS)

@@ -203,7 +203,7 @@ def test_unknown_keys_and_wrong_types_name_the_key():
 
 def test_presets_settings_and_round_trip():
     assert SyntheticSpec() == SyntheticSpec.from_config(DIFFICULTY_PRESETS["default"])
-    assert set(DIFFICULTY_PRESETS) == {"easy", "default", "hard"}
+    assert set(DIFFICULTY_PRESETS) == {"easy", "default", "moderate", "hard"}
     hard = spec_from_settings({"preset": "hard", "seed": 3, "overrides": {"n_frames": 12, "contrast": [0.1, 0.2]}})
     assert hard.seed == 3 and hard.n_frames == 12 and hard.contrast == (0.1, 0.2) and hard.dense_traffic
     assert SyntheticSpec.from_config(json.loads(json.dumps(hard.to_dict()))) == hard
