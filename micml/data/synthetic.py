@@ -112,7 +112,7 @@ class SyntheticSpec:
     # Up to this many movers are placed (fewer when the lanes are full); ignored when
     # dense_traffic fills every lane.
     moving_per_video: tuple[int, int] = (16, 30)
-    parked_per_video: tuple[int, int] = (8, 14)
+    parked_per_video: tuple[int, int] = (16, 28)
     roads_per_video: tuple[int, int] = (1, 3)
     # Dense traffic: every lane is filled as a queue (vehicles of a lane share its speed and
     # follow 0.5-1.5 mean lengths apart).
@@ -120,7 +120,7 @@ class SyntheticSpec:
     # Std of the independent per-frame Gaussian sensor noise.
     noise_sigma: float = 0.015
     # Camera offset per frame, uniform in [-jitter_px, jitter_px] per axis.
-    jitter_px: float = 0.5
+    jitter_px: float = 0.25
     # Chance that a road gets an occluder (tree canopy or bridge) across it.
     occlusion_probability: float = 0.3
 
@@ -179,8 +179,8 @@ DIFFICULTY_PRESETS: dict[str, dict[str, Any]] = {
                  noise_sigma=0.015, jitter_px=0.0, occlusion_probability=0.0),
     "default": dict(vehicle_length_px=(5.0, 12.0), vehicle_width_ratio=(0.45, 0.6), contrast=(0.2, 0.45),
                     dark_fraction=0.0, speed_px_per_frame=(1.0, 3.0), moving_per_video=(16, 30),
-                    parked_per_video=(8, 14), roads_per_video=(1, 3), dense_traffic=False,
-                    noise_sigma=0.015, jitter_px=0.5, occlusion_probability=0.3),
+                    parked_per_video=(16, 28), roads_per_video=(1, 3), dense_traffic=False,
+                    noise_sigma=0.015, jitter_px=0.25, occlusion_probability=0.3),
     "moderate": dict(vehicle_length_px=(4.0, 14.0), vehicle_width_ratio=(0.4, 0.6), contrast=(0.08, 0.4),
                      dark_fraction=0.35, speed_px_per_frame=(0.4, 2.5), moving_per_video=(8, 16),
                      parked_per_video=(6, 12), roads_per_video=(1, 3), dense_traffic=False,
