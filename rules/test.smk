@@ -36,6 +36,6 @@ rule export_mat:
     log:
         "logs/export_mat/{dataset}/{model}.log",
     conda:
-        "../envs/evaluate.yaml"
+        "../envs/torch.yaml"  # micml.inference imports torch
     script:
         "../workflow/scripts/export_mat.py"
