@@ -26,49 +26,14 @@ import time
 import types
 
 import torch
-import torch.nn.functional as F
 
 from micml.models.layout import use_channels_last_on_cpu
 from micml.models.motion import MotionModule
+from micml.models.motion_reference import reference_motion_forward
 from micml.ops import set_backend
 
 
 # ---------------------------------------------------------------------------- the baseline path
-def reference_motion_forward(motion: MotionModule, sequence: torch.Tensor) -> torch.Tensor:
-    """MotionModule's output computed the way the reference code computes it (see above)."""
-    if not (motion.mining and motion.adapter):
-        raise ValueError("the reference motion module has both mining and the adapter")
-    batch, steps, channels, height, width = sequence.shape
-    layer_input = sequence
-    for layer, cell in enumerate(motion.cell_list):
-        mining_cell = motion.cell_list2[layer]
-        h = sequence.new_zeros(batch, channels, height, width)
-        c = torch.zeros_like(h)
-        outputs = []
-        for t in range(steps):
-            h, c = cell(layer_input[:, t], (h, c))
-            nodes = motion.se1(motion.maxpool(h)).view(batch, -1, channels)
-            pairs, h_tilde, c_tilde = [], h, c
-            for tau in range(steps):
-                h_tilde, c_tilde = mining_cell(layer_input[:, tau], (h_tilde, c_tilde))
-                pairs.append(torch.cat((h, h_tilde), 1))
-            mined = motion.se2(motion.conv1(motion.maxpool(torch.cat(pairs, 1))))
-            patterns = motion.w0(mined.view(batch * channels, -1)).view(batch, channels, -1)
-            per_sample = []
-            for b in range(batch):
-                visual = motion.w1(nodes[b]).view(channels, -1)
-                mixed = torch.matmul(patterns[b], motion.w2(nodes[b]).view(channels, -1))
-                size = motion.pooled_size
-                per_sample.append(torch.stack([visual, mixed], 1).mean(1).view(1, channels, size, size))
-            upsampled = F.interpolate(torch.cat(per_sample, 0), size=[height, width], mode="bilinear",
-                                      align_corners=True)
-            gate = motion.mapping(torch.cat((h, upsampled), 1).permute(0, 3, 2, 1)).permute(0, 3, 2, 1)
-            h = h + torch.sigmoid(gate)
-            outputs.append(h)
-        layer_input = torch.stack(outputs, 1)
-    return layer_input
-
-
 @contextlib.contextmanager
 def baseline_path(*motions: MotionModule):
     """The reference's layout, torchvision's DCN kernel and the reference motion forward,
@@ -125,13 +90,17 @@ def configure_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def interleaved_seconds(functions: dict, repeats: int) -> dict:
-    """Wall times of each function, alternating between them so load spikes hit all alike."""
+def interleaved_seconds(functions: dict, repeats: int, device: str | torch.device = "cpu") -> dict:
+    """Wall times of each function, alternating between them so load spikes hit all alike
+    (on CUDA, with the device synchronised around each call)."""
+    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     times = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
+            synchronize()
             started = time.perf_counter()
             function()
+            synchronize()
             times[name].append(time.perf_counter() - started)
     return times
 
@@ -185,3 +154,23 @@ def print_table(rows: list[tuple], header: tuple) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     for line in (header, *rows):
         print("  ".join(str(cell).rjust(width) for cell, width in zip(line, widths)))
+
+
+PATHS = ("baseline", "optimised")
+
+
+def compare_paths(step, repeats: int, *, script: str | None = None, memory_argv: list[str] | None = None,
+                  digits: int = 3) -> dict:
+    """Run `step(path)` once per path (untimed; its results are returned), then `repeats` timed
+    runs alternating the paths; print medians, minima, peak RSS of a fresh process per path
+    (`script memory_argv --measure-memory PATH`, when memory_argv is given) and the speed-up."""
+    first = {path: step(path) for path in PATHS}
+    times = interleaved_seconds({path: (lambda p=path: step(p)) for path in PATHS}, repeats)
+    memory = {}
+    if memory_argv is not None:
+        memory = {path: peak_rss_in_fresh_process(script, memory_argv + ["--measure-memory", path]) for path in PATHS}
+    rows = [(path, f"{median(times[path]):.{digits}f}", f"{min(times[path]):.{digits}f}",
+             f"{memory[path]:.0f}" if memory else "-") for path in PATHS]
+    print_table(rows, ("path", "median s", "min s", "peak RSS MiB"))
+    print(f"speed-up (baseline / optimised): {median(times['baseline']) / median(times['optimised']):.2f}x")
+    return first

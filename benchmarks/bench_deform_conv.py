@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
-import time
 
 import torch
 
+import baselines
 from micml.ops import modulated_deform_conv2d
 
 BACKENDS = ("torchvision", "gather")
@@ -67,24 +67,6 @@ def run(backend, inputs, backward):
     return out.detach(), {name: leaves[name].grad for name in names}
 
 
-def interleaved_seconds(functions, repeats, device):
-    """Wall times of each function, alternating between them so load spikes hit all alike."""
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            _synchronize(device)
-            start = time.perf_counter()
-            function()
-            _synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def _synchronize(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
@@ -101,7 +83,7 @@ def main(argv=None):
     for backend in BACKENDS:
         functions[backend, "forward"] = functools.partial(run, backend, inputs, backward=False)
         functions[backend, "both"] = functools.partial(run, backend, inputs, backward=True)
-    times = interleaved_seconds(functions, args.repeats, args.device)
+    times = baselines.interleaved_seconds(functions, args.repeats, args.device)
     median = {key: statistics.median(values) for key, values in times.items()}
     fastest = {key: min(values) for key, values in times.items()}
 

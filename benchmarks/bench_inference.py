@@ -28,7 +28,6 @@ import baselines
 from micml.inference.tiling import TiledDetector
 from micml.models import build, optimize_for_inference
 
-PATHS = ("baseline", "optimised")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,13 +78,7 @@ def main(argv=None) -> None:
     print(f"{args.model} eval forward, 1 x 3 x 5 x {args.size} x {args.size}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} after 1 untimed forward, torch {torch.__version__}")
 
-    first = {path: forward(path, models, clip) for path in PATHS}
-    times = baselines.interleaved_seconds({path: (lambda p=path: forward(p, models, clip)) for path in PATHS},
-                                          args.repeats)
-    rows = [(path, f"{baselines.median(times[path]):.3f}", f"{min(times[path]):.3f}") for path in PATHS]
-    baselines.print_table(rows, ("path", "median s", "min s"))
-    ratio = baselines.median(times["baseline"]) / baselines.median(times["optimised"])
-    print(f"speed-up (baseline / optimised): {ratio:.2f}x")
+    first = baselines.compare_paths(lambda path: forward(path, models, clip), args.repeats)
     for head, expected in first["baseline"].items():
         diff = baselines.max_abs_diff(expected, first["optimised"][head])
         print(f"max |diff| {head:4s} {diff:.2e} (max |output| {expected.abs().max().item():.2e})")

@@ -1,6 +1,6 @@
 """Motion module, forward + backward in training mode: the reference's way vs micml's.
 
-Baseline: `baselines.reference_motion_forward` (every step and mining step runs the full
+Baseline: `micml.models.motion_reference` (every step and mining step runs the full
 ConvLSTM conv on [x, h], the 640-channel concatenation is pooled at full resolution, the
 adapter loops over samples). Optimised: `MotionModule.forward` (the input half of the conv
 computed once per layer, h pooled once per step, a batched adapter). Same module, same input,
@@ -26,7 +26,6 @@ import torch
 import baselines
 from micml.models.motion import MotionModule
 
-PATHS = ("baseline", "optimised")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak RSS runs")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (CI)")
-    parser.add_argument("--measure-memory", choices=PATHS, help=argparse.SUPPRESS)
+    parser.add_argument("--measure-memory", choices=baselines.PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--channels", type=int, default=64, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.tiny:  # a narrower module too: MICML's pools every map to 64 x 64 whatever its size
@@ -77,22 +76,12 @@ def main(argv=None) -> None:
 
     print(f"motion module fwd+bwd, train mode, input {tuple(sequence.shape)}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}, torch {torch.__version__}")
-    first = {path: forward_backward(path, motion, sequence, cotangent) for path in PATHS}  # warm-up
-    times = baselines.interleaved_seconds(
-        {path: (lambda path=path: forward_backward(path, motion, sequence, cotangent)) for path in PATHS},
-        args.repeats)
-    memory = {}
+    memory_argv = None
     if not args.no_memory:
-        argv_common = ["--size", str(args.size), "--batch", str(args.batch), "--channels", str(args.channels)]
-        argv_common += ["--threads", str(args.threads)] if args.threads else []
-        memory = {path: baselines.peak_rss_in_fresh_process(__file__, argv_common + ["--measure-memory", path])
-                  for path in PATHS}
-
-    rows = [(path, f"{baselines.median(times[path]):.3f}", f"{min(times[path]):.3f}",
-             f"{memory[path]:.0f}" if memory else "-") for path in PATHS]
-    baselines.print_table(rows, ("path", "median s", "min s", "peak RSS MiB"))
-    ratio = baselines.median(times["baseline"]) / baselines.median(times["optimised"])
-    print(f"speed-up (baseline / optimised): {ratio:.2f}x")
+        memory_argv = ["--size", str(args.size), "--batch", str(args.batch), "--channels", str(args.channels)]
+        memory_argv += ["--threads", str(args.threads)] if args.threads else []
+    first = baselines.compare_paths(lambda path: forward_backward(path, motion, sequence, cotangent), args.repeats,
+                                    script=__file__, memory_argv=memory_argv)
     (out_a, input_grad_a, grads_a), (out_b, input_grad_b, grads_b) = first["baseline"], first["optimised"]
     print(f"max |diff| output {baselines.max_abs_diff(out_a, out_b):.2e} "
           f"(max |output| {out_a.abs().max().item():.2e})")

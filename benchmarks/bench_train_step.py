@@ -2,7 +2,7 @@
 
 A step is forward -> loss = sum over heads of mean(output) -> zero_grad -> backward -> Adam
 (lr 1.25e-4), as in reference/CPU_CALIBRATION.md. Baseline: torchvision's DCN kernel and the
-reference's motion module (`baselines.reference_motion_forward`); optimised: the gather DCN
+reference's motion module (`micml.models.motion_reference`); optimised: the gather DCN
 and `MotionModule.forward`. Two copies of the same trained-like model and the same clip; the
 first (untimed) step of each gives the output and gradient differences, then timed steps
 alternate. Peak RSS of one step per path is measured in a fresh process.
@@ -27,7 +27,6 @@ import torch
 import baselines
 from micml.models import build
 
-PATHS = ("baseline", "optimised")
 LEARNING_RATE = 1.25e-4
 
 
@@ -40,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak RSS runs")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (CI)")
-    parser.add_argument("--measure-memory", choices=PATHS, help=argparse.SUPPRESS)
+    parser.add_argument("--measure-memory", choices=baselines.PATHS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.tiny:
         args.size, args.batch, args.repeats = 32, 1, 2
@@ -71,7 +70,7 @@ class Trainer:
 def make_trainers(args) -> tuple[dict, torch.Tensor]:
     torch.manual_seed(0)
     model = baselines.trained_like(build(args.model))
-    paths = [args.measure_memory] if args.measure_memory else PATHS
+    paths = [args.measure_memory] if args.measure_memory else baselines.PATHS
     trainers = {path: Trainer(copy.deepcopy(model), path) for path in paths}
     return trainers, baselines.random_clip(args.batch, args.size)
 
@@ -87,21 +86,12 @@ def main(argv=None) -> None:
 
     print(f"{args.model} training step, batch {args.batch}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} after 1 untimed step, torch {torch.__version__}")
-    first = {path: trainers[path].step(clip) for path in PATHS}
-    times = baselines.interleaved_seconds({path: (lambda t=trainers[path]: t.step(clip)) for path in PATHS},
-                                          args.repeats)
-    memory = {}
+    memory_argv = None
     if not args.no_memory:
-        common = ["--model", args.model, "--size", str(args.size), "--batch", str(args.batch)]
-        common += ["--threads", str(args.threads)] if args.threads else []
-        memory = {path: baselines.peak_rss_in_fresh_process(__file__, common + ["--measure-memory", path])
-                  for path in PATHS}
-
-    rows = [(path, f"{baselines.median(times[path]):.2f}", f"{min(times[path]):.2f}",
-             f"{memory[path]:.0f}" if memory else "-") for path in PATHS]
-    baselines.print_table(rows, ("path", "median s", "min s", "peak RSS MiB"))
-    ratio = baselines.median(times["baseline"]) / baselines.median(times["optimised"])
-    print(f"speed-up (baseline / optimised): {ratio:.2f}x")
+        memory_argv = ["--model", args.model, "--size", str(args.size), "--batch", str(args.batch)]
+        memory_argv += ["--threads", str(args.threads)] if args.threads else []
+    first = baselines.compare_paths(lambda path: trainers[path].step(clip), args.repeats, script=__file__,
+                                    memory_argv=memory_argv, digits=2)
     a, b = first["baseline"], first["optimised"]
     print(f"max |diff| outputs {baselines.max_abs_diff(a['outputs'], b['outputs']):.2e} "
           f"(max |output| {max(v.abs().max().item() for v in a['outputs'].values()):.2e})")

@@ -401,6 +401,9 @@ def test_rscar_xml_disagreement_warns_or_errors(tmp_path):
     assert read_json(out / "meta.json")["xml_check"]["frames_differing"] == 1
     with pytest.raises(DatasetError, match=r"xml_det/000001\.xml: 2 boxes"):
         convert_rscar(src, tmp_path / "strict", xml_check="error")
+    next(src.rglob("xml_det/000001.xml")).write_text("<annotation><object>")  # cut short
+    with pytest.warns(UserWarning, match=r"xml_det/000001\.xml: missing or unreadable but the json has 1 boxes"):
+        convert_rscar(src, tmp_path / "unreadable")
 
 
 def rscar_error(tmp_path, edit) -> str:

@@ -345,6 +345,16 @@ def test_load_detector_rebuilds_both_checkpoint_layouts(tmp_path, standin_regist
             assert torch.equal(loaded.state_dict()[name], tensor)
 
 
+def test_load_detector_gives_the_inference_copy_unless_asked_for_the_plain_model(tmp_path):
+    model = micml.models.build("dsfnet", head_conv=8)
+    path = tmp_path / "dsfnet.pt"
+    torch.save({"format": "micml.checkpoint/1", "model": {"name": "dsfnet", "options": dict(head_conv=8)},
+                "state_dict": model.state_dict()}, path)
+    assert getattr(load_detector(path), "optimized_for_inference", False)
+    plain = load_detector(path, optimize=False)
+    assert not getattr(plain, "optimized_for_inference", False) and plain.state_dict().keys() == model.state_dict().keys()
+
+
 def test_load_detector_errors_name_the_file_and_the_fix(tmp_path, checkpoint):
     with pytest.raises(CheckpointError, match=r"missing\.pt: checkpoint not found"):
         load_detector(tmp_path / "missing.pt")

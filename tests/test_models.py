@@ -10,12 +10,12 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from micml.models import (VARIANTS, build, convert_reference_state_dict, count_parameters,
                           load_reference_checkpoint, rebuild)
 from micml.models.backbone import DLA34
 from micml.models.motion import ConvLSTMCell, MotionModule
+from micml.models.motion_reference import reference_motion_forward
 from micml.models.necks import bilinear_upsampling_kernel, dla_up_stage_plan
 
 torch.set_num_threads(2)
@@ -183,48 +183,6 @@ def test_node_features_are_a_raw_reshape_not_a_permute():
     assert not torch.allclose(nodes, channel_last)
 
 
-def naive_motion(m: MotionModule, seq: torch.Tensor) -> torch.Tensor:
-    """Slow, per-sample re-statement of reference/MICML_SPEC.md §2.5 using m's layers."""
-    batch, steps, channels, height, width = seq.shape
-    size = m.pooled_size
-    layer_input = seq
-    for layer in range(m.num_layers):
-        cell = m.cell_list[layer]
-        mining_cell = m.cell_list2[layer]
-        h = torch.zeros(batch, channels, height, width)
-        c = torch.zeros(batch, channels, height, width)
-        outputs = []
-        for t in range(steps):
-            h, c = cell(layer_input[:, t], (h, c))
-            if m.adapter:
-                node_feat = m.se1(m.maxpool(h)).view(batch, -1, channels)
-            if m.mining:
-                collected, h2, c2 = [], h, c
-                for tau in range(steps):
-                    h2, c2 = mining_cell(layer_input[:, tau], (h2, c2))
-                    collected.append(torch.cat((h, h2), 1))
-                mined = m.se2(m.conv1(m.maxpool(torch.cat(collected, 1))))
-            if not m.adapter:
-                motion_map = mined
-            else:
-                if m.mining:
-                    patterns = m.w0(mined.view(batch * channels, -1)).view(batch, channels, -1)
-                per_sample = []
-                for b in range(batch):
-                    a = m.w1(node_feat[b]).view(channels, -1)
-                    if m.mining:
-                        g = torch.matmul(patterns[b], m.w2(node_feat[b]).view(channels, -1))
-                        a = torch.stack([a, g], 1).mean(1)
-                    per_sample.append(a.view(1, channels, size, size))
-                motion_map = torch.cat(per_sample, 0)
-            up = F.interpolate(motion_map, size=[height, width], mode="bilinear", align_corners=True)
-            gate = m.mapping(torch.cat((h, up), 1).permute(0, 3, 2, 1)).permute(0, 3, 2, 1)
-            h = h + torch.sigmoid(gate)
-            outputs.append(h)
-        layer_input = torch.stack(outputs, 1)
-    return layer_input
-
-
 @pytest.mark.parametrize("mining,adapter", [(True, True), (False, True), (True, False)])
 def test_motion_module_matches_naive_statement(mining, adapter):
     torch.manual_seed(2)
@@ -235,7 +193,7 @@ def test_motion_module_matches_naive_statement(mining, adapter):
             motion.conv1[1].running_var.uniform_(0.5, 1.5)
     seq = torch.randn(2, 5, 8, 12, 10)
     with torch.no_grad():
-        expected = naive_motion(motion, seq)
+        expected = reference_motion_forward(motion, seq)
         found = motion(seq)
     assert found.shape == (2, 5, 8, 12, 10)
     torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-5)

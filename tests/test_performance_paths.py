@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import micml.models.fast_deform as fast_deform
 from micml.models import build, layout, optimize_for_inference
 from micml.models.fuse import BandedHead, FirstThreeFramesMaxPool, FoldedConv3dReLU
 from micml.models.motion import ConvLSTMCell, MotionModule
+from micml.models.motion_reference import reference_motion_forward
 from micml.models.temporal import Conv3dBNReLU
 from micml.ops.reference import reference_modulated_deform_conv2d
 
@@ -38,44 +38,6 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 # ---------------------------------------------------------------------------- motion module
-def straightforward_motion(m: MotionModule, seq: torch.Tensor) -> torch.Tensor:
-    """reference/MICML_SPEC.md §2.5 step by step, per sample, with m's layers (slow, plain)."""
-    batch, steps, channels, height, width = seq.shape
-    size = m.pooled_size
-    layer_input = seq
-    for layer in range(m.num_layers):
-        cell = m.cell_list[layer]
-        h = seq.new_zeros(batch, channels, height, width)
-        c = seq.new_zeros(batch, channels, height, width)
-        outputs = []
-        for t in range(steps):
-            h, c = cell(layer_input[:, t], (h, c))
-            nodes = m.se1(m.maxpool(h)).view(batch, -1, channels) if m.adapter else None
-            if m.mining:
-                collected, h_tilde, c_tilde = [], h, c
-                for tau in range(steps):  # chained: each re-run starts from the previous state
-                    h_tilde, c_tilde = m.cell_list2[layer](layer_input[:, tau], (h_tilde, c_tilde))
-                    collected.append(torch.cat((h, h_tilde), 1))
-                mined = m.se2(m.conv1(m.maxpool(torch.cat(collected, 1))))
-            if not m.adapter:
-                motion_map = mined
-            else:
-                per_sample = []
-                for b in range(batch):
-                    adapted = m.w1(nodes[b]).view(channels, -1)
-                    if m.mining:
-                        patterns = m.w0(mined[b].reshape(channels, -1))
-                        mixed = patterns @ m.w2(nodes[b]).view(channels, -1)
-                        adapted = (adapted + mixed) / 2
-                    per_sample.append(adapted.view(1, channels, size, size))
-                motion_map = torch.cat(per_sample, 0)
-            up = F.interpolate(motion_map, size=[height, width], mode="bilinear", align_corners=True)
-            h = h + torch.sigmoid(m.mapping(torch.cat((h, up), 1).permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
-            outputs.append(h)
-        layer_input = torch.stack(outputs, 1)
-    return layer_input
-
-
 def _output_and_gradients(forward, module: torch.nn.Module, seq: torch.Tensor, cotangent: torch.Tensor):
     module.zero_grad(set_to_none=True)
     leaf = seq.detach().requires_grad_()
@@ -92,7 +54,7 @@ def test_motion_forward_equals_straightforward_statement_with_gradients(mining, 
     seq = torch.randn(2, 5, 8, 12, 10, generator=generator)
     cotangent = torch.randn(seq.shape, generator=generator)
 
-    expected = _output_and_gradients(lambda x: straightforward_motion(motion, x), motion, seq, cotangent)
+    expected = _output_and_gradients(lambda x: reference_motion_forward(motion, x), motion, seq, cotangent)
     found = _output_and_gradients(motion, motion, seq, cotangent)
 
     torch.testing.assert_close(found[0], expected[0], rtol=0, atol=2e-6)
@@ -244,9 +206,7 @@ RATIO_LINE = re.compile(r"(speed-up|ratio|/whole =)[^\n]*\d+(\.\d+)?")
 
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("bench_*.py")))
 def test_benchmark_runs_tiny_and_prints_a_ratio(script):
-    source = (BENCHMARKS / script).read_text()
-    if "--tiny" not in source:
-        pytest.skip(f"{script} has no --tiny option, so it cannot run in CI time")
+    assert "--tiny" in (BENCHMARKS / script).read_text(), f"{script} needs a --tiny option to run in CI time"
     environment = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--tiny"], capture_output=True, text=True,
                             timeout=600, env=environment, cwd=BENCHMARKS.parent)
