@@ -234,6 +234,18 @@ def test_training_config_of_the_wrong_type_names_the_file_and_key(capsys, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("setting, expected", [
+    ("augment=nothing", "augment: expected a mapping like {hflip: 0.5, vflip: 0.5, photometric: false}, true or "
+                        "false; got 'nothing'"),
+    ('augment={"hflip": 2}', "augment.hflip: expected a probability in [0, 1], got 2"),
+    ('augment={"photometric": "no"}', "augment.photometric: expected true or false, got 'no'")])
+def test_augmentation_setting_of_the_wrong_kind_is_named(capsys, tmp_path, setting, expected):
+    message = one_line_error(capsys, "train", tmp_path / "data", tmp_path / "run", "--model", "dsfnet",
+                             "--config", REPO / ".test" / "config.yaml", "--set", setting)
+    assert expected in message
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("option, expected", [
     ('val_videos="007"', "val_videos='007' has the wrong type: expected a list of strings"),
     ("val_videos=[7]", "val_videos=[7] has the wrong type"),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from micml.data import render
+from micml.data import render, synthetic
 from micml.data.synthetic import (DIFFICULTY_PRESETS, MIN_VISIBLE_FRACTION, SyntheticSpec, generate_video,
                                   spec_from_settings, split_videos)
 
@@ -134,8 +134,8 @@ def test_moving_vehicles_advance_by_their_speed_every_frame():
 
 
 def test_camera_shake_moves_the_whole_frame_and_its_labels():
-    steady = generate_video(tiny_spec(jitter_px=0.0, noise_sigma=0.0), "test", 0)
-    shaken = generate_video(tiny_spec(jitter_px=1.5, noise_sigma=0.0), "test", 0)
+    steady = generate_video(tiny_spec(jitter_px=0.0, noise_sigma=0.0, scenery="rich"), "test", 0)
+    shaken = generate_video(tiny_spec(jitter_px=1.5, noise_sigma=0.0, scenery="rich"), "test", 0)
     offsets = shaken.camera_offsets
     assert np.all(np.abs(offsets) <= 1.5) and np.ptp(offsets, axis=0).min() > 0.5
     assert not steady.camera_offsets.any()
@@ -195,6 +195,10 @@ def test_unknown_keys_and_wrong_types_name_the_key():
         SyntheticSpec(occlusion_probability=1.5)
     with pytest.raises(ValueError, match="vehicle_length_px"):
         SyntheticSpec(width=20, height=20)
+    with pytest.raises(ValueError, match="scenery"):
+        SyntheticSpec(scenery="urban")
+    with pytest.raises(TypeError, match="scenery"):
+        SyntheticSpec.from_config({"scenery": 1})
     with pytest.raises(ValueError, match="preset 'medium'"):
         spec_from_settings({"preset": "medium"})
     with pytest.raises(ValueError, match="'sead'"):
@@ -208,6 +212,26 @@ def test_presets_settings_and_round_trip():
     assert hard.seed == 3 and hard.n_frames == 12 and hard.contrast == (0.1, 0.2) and hard.dense_traffic
     assert SyntheticSpec.from_config(json.loads(json.dumps(hard.to_dict()))) == hard
     assert {f.name for f in dataclasses.fields(SyntheticSpec)} >= set(DIFFICULTY_PRESETS["easy"])
+
+
+def test_plain_scenery_is_ground_and_roads_only():
+    def layout(scenery, index):
+        spec = tiny_spec(scenery=scenery, width=160, height=160)
+        return synthetic._build_layout(np.random.default_rng(index), spec, spec.width, spec.height, spec.n_frames,
+                                       margin=synthetic._SCENE_MARGIN)
+
+    rich = [layout("rich", index) for index in range(6)]
+    plain = [layout("plain", index) for index in range(6)]
+    assert any(scene.obstacle_mask.any() for scene in rich)
+    assert all(scene.roads for scene in plain)
+    assert not any(scene.obstacle_mask.any() or scene.parking_slots for scene in plain)
+    # Without lane markings a road's surface is smooth: few pixels stand out of their
+    # neighbourhood the way the 1-px bright dashes do on a rich road (crossings aside).
+    def road_detail(scene):
+        luma = scene.canvas @ synthetic._LUMA
+        inner = cv2.erode(scene.lane_mask, np.ones((5, 5), np.uint8)) > 0
+        return np.percentile(np.abs(luma - cv2.blur(luma, (3, 3)))[inner], 99)
+    assert max(map(road_detail, plain)) < 0.04 < min(map(road_detail, rich))
 
 
 def test_dense_traffic_fills_the_lanes():

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -207,9 +207,18 @@ class Augmentation:
             return cls()
         if value is False:
             return cls(0.0, 0.0, False)
+        if not isinstance(value, Mapping):
+            raise ValueError(f"augment: expected a mapping like {{hflip: 0.5, vflip: 0.5, photometric: false}}, "
+                             f"true or false; got {value!r}")
         unknown = set(value) - {"hflip", "vflip", "photometric"}
         if unknown:
             raise ValueError(f"augment: unknown keys {sorted(unknown)}; allowed: hflip, vflip, photometric")
+        for key in ("hflip", "vflip"):
+            chance = value.get(key, 0.5)
+            if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 <= chance <= 1:
+                raise ValueError(f"augment.{key}: expected a probability in [0, 1], got {chance!r}")
+        if not isinstance(value.get("photometric", True), bool):
+            raise ValueError(f"augment.photometric: expected true or false, got {value['photometric']!r}")
         return cls(**value)
 
 

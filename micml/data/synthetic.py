@@ -1,8 +1,9 @@
 """The embedded synthetic default dataset: satellite-like video of small moving vehicles.
 
-A seeded, procedural generator. Each video shows textured ground (multi-scale noise, crop
-fields, building blocks with shadows, trees), one to a few roads (straight or bent polylines
-with lane markings, shoulders and sometimes a parking lot), small vehicles that MOVE along the
+A seeded, procedural generator. Each video shows textured ground (multi-scale noise; with
+`scenery="rich"` also crop fields, building blocks with shadows and trees), one to a few roads
+(straight or bent polylines with shoulders; rich roads get lane markings and sometimes a
+parking lot), small vehicles that MOVE along the
 lanes at constant speed, and look-alike PARKED vehicles (same appearance distribution, on road
 shoulders, in parking lots or off-road) that never move. Only moving vehicles are labelled, as
 in the real benchmarks: a detector must use time to reject the parked ones.
@@ -48,6 +49,12 @@ import cv2
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+
+# Scenery of a video: "plain" is textured ground and asphalt roads only (the static clutter a
+# detector must learn to ignore is the parked vehicles); "rich" adds crop fields, buildings,
+# trees, parking lots and lane markings, whose vehicle-sized bright dashes and roof ridges are
+# more static look-alikes (a temporal model needs several times more steps to learn it).
+SCENERIES = ("plain", "rich")
 
 # A vehicle is labelled while at least this share of its body is inside the frame and not
 # under an occluder: a third keeps a half-visible vehicle at the border (still detectable),
@@ -123,6 +130,9 @@ class SyntheticSpec:
     jitter_px: float = 0.25
     # Chance that a road gets an occluder (tree canopy or bridge) across it.
     occlusion_probability: float = 0.3
+    # What surrounds the roads (see SCENERIES): "rich" adds crop fields, buildings with
+    # shadows, trees, parking lots and lane markings, all static look-alike texture.
+    scenery: str = "plain"
 
     def __post_init__(self) -> None:
         for spec_field in dataclasses.fields(self):
@@ -159,36 +169,35 @@ class SyntheticSpec:
 
 
 # Difficulty knobs of each preset (sizes and counts are not part of a preset).
-#   easy:    close to CPU_CALIBRATION section B (bright 5-12 px boxes, 1-3 px/frame, no shake,
-#            no occlusion, little noise): a temporal model learns it in a few CPU minutes.
-#   default: harder but still learnable within a few CPU minutes: 4-14 px vehicles, bright
-#            and dark, contrast down to 0.08, slow movers from 0.4 px/frame, half-pixel camera
-#            shake, occasional occlusion.
-#   hard:    tiny (3-8 px), low contrast (0.03-0.2), slow (0.3-1.2 px/frame), dense traffic,
-#            many parked look-alikes, 1 px shake, frequent occlusion.
-# "default" is what a 2-core CPU can learn in the default workflow's budget (a few hundred
-# steps) while a single-frame detector still cannot tell the parked look-alikes from the movers:
-# dense traffic of clearly visible vehicles, with camera shake and occluders. "moderate" adds
-# low-contrast, dark and slow vehicles (a temporal model needs far longer on it: DSFNet's val
-# F1 was 0.72 after 320 steps on a variant of it, 0.92 on "default", 2 cores, crop 96, batch
-# 4); "hard" is tiny, faint, slow and crowded, for GPU runs.
+#   easy:     close to CPU_CALIBRATION section B: bright 5-12 px vehicles at 1-3 px/frame, a
+#             few per video, plain scenery, no shake, no occlusion.
+#   default:  what a 2-core CPU can learn in the default workflow's budget (a few hundred
+#             steps) while a single-frame detector still cannot tell the parked look-alikes from
+#             the movers: dense traffic (16-30 movers) of clearly visible vehicles among as many
+#             parked ones, plain scenery, quarter-pixel camera shake, occluders on 30 % of roads.
+#             Rich scenery learns several times slower per step (DSFNet, crop 96, batch 4, val
+#             F1 after 80 steps: 0.64 rich, 0.85 plain).
+#   moderate: rich scenery, faint (contrast from 0.08), dark and slow (from 0.4 px/frame)
+#             vehicles, half-pixel shake (DSFNet val F1 0.72 after 320 steps on a variant).
+#   hard:     tiny (3-8 px), low contrast (0.03-0.2), slow (0.3-1.2 px/frame), dense traffic,
+#             1 px shake, frequent occlusion: for GPU runs.
 DIFFICULTY_PRESETS: dict[str, dict[str, Any]] = {
     "easy": dict(vehicle_length_px=(5.0, 12.0), vehicle_width_ratio=(0.45, 0.6), contrast=(0.2, 0.45),
                  dark_fraction=0.0, speed_px_per_frame=(1.0, 3.0), moving_per_video=(3, 10),
                  parked_per_video=(3, 10), roads_per_video=(1, 3), dense_traffic=False,
-                 noise_sigma=0.015, jitter_px=0.0, occlusion_probability=0.0),
+                 noise_sigma=0.015, jitter_px=0.0, occlusion_probability=0.0, scenery="plain"),
     "default": dict(vehicle_length_px=(5.0, 12.0), vehicle_width_ratio=(0.45, 0.6), contrast=(0.2, 0.45),
                     dark_fraction=0.0, speed_px_per_frame=(1.0, 3.0), moving_per_video=(16, 30),
                     parked_per_video=(16, 28), roads_per_video=(1, 3), dense_traffic=False,
-                    noise_sigma=0.015, jitter_px=0.25, occlusion_probability=0.3),
+                    noise_sigma=0.015, jitter_px=0.25, occlusion_probability=0.3, scenery="plain"),
     "moderate": dict(vehicle_length_px=(4.0, 14.0), vehicle_width_ratio=(0.4, 0.6), contrast=(0.08, 0.4),
                      dark_fraction=0.35, speed_px_per_frame=(0.4, 2.5), moving_per_video=(8, 16),
                      parked_per_video=(6, 12), roads_per_video=(1, 3), dense_traffic=False,
-                     noise_sigma=0.02, jitter_px=0.5, occlusion_probability=0.3),
+                     noise_sigma=0.02, jitter_px=0.5, occlusion_probability=0.3, scenery="rich"),
     "hard": dict(vehicle_length_px=(3.0, 8.0), vehicle_width_ratio=(0.4, 0.65), contrast=(0.03, 0.2),
                  dark_fraction=0.5, speed_px_per_frame=(0.3, 1.2), moving_per_video=(10, 30),
                  parked_per_video=(10, 25), roads_per_video=(2, 4), dense_traffic=True,
-                 noise_sigma=0.03, jitter_px=1.0, occlusion_probability=0.6),
+                 noise_sigma=0.03, jitter_px=1.0, occlusion_probability=0.6, scenery="rich"),
 }
 
 _SETTINGS_KEYS = ("preset", "seed", "overrides")
@@ -234,6 +243,10 @@ def _coerced(name: str, value: Any, default: Any) -> Any:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             fail("a number")
         return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            fail("a string")
+        return value
     if isinstance(default, tuple):
         element_kind = "integers" if isinstance(default[0], int) else "numbers"
         if not isinstance(value, (list, tuple)) or len(value) != 2:
@@ -277,6 +290,8 @@ def _check_values(spec: SyntheticSpec) -> None:
         fail("noise_sigma", "a non-negative number")
     if not 0.0 <= spec.jitter_px <= MAX_JITTER_PX:
         fail("jitter_px", f"a number in [0, {MAX_JITTER_PX:g}]")
+    if spec.scenery not in SCENERIES:
+        fail("scenery", f"one of {', '.join(SCENERIES)}")
 
 
 def _check_split(split: str) -> None:
@@ -635,12 +650,16 @@ def _build_layout(rng: np.random.Generator, spec: SyntheticSpec, width: int, hei
     layout = _Layout(canvas=_ground(rng, shape), margin=margin, width=width, height=height, roads=[], lanes=[],
                      parking_slots=[], lane_mask=np.zeros(shape, np.uint8), obstacle_mask=np.zeros(shape, np.uint8),
                      sun=np.array([math.cos(sun_angle), math.sin(sun_angle)]), lane_width=lane_width)
-    _add_fields(rng, layout)
+    rich = spec.scenery == "rich"
+    if rich:
+        _add_fields(rng, layout)
     # Roads run past the scene far enough for a vehicle to drive in during the video.
     reach = spec.speed_px_per_frame[1] * n_frames + spec.vehicle_length_px[1] + 8
     road_mask = np.zeros(shape, np.uint8)
     for _ in range(rng.integers(spec.roads_per_video[0], spec.roads_per_video[1] + 1)):
-        _add_road(rng, layout, road_mask, reach)
+        _add_road(rng, layout, road_mask, reach, markings=rich)
+    if not rich:
+        return layout
     lot_mask = np.zeros(shape, np.uint8)
     for road in layout.roads:
         if rng.random() < 0.4:
@@ -676,7 +695,8 @@ def _add_fields(rng: np.random.Generator, layout: _Layout) -> None:
         _paint(layout.canvas[window], _polygon_alpha(window, corners), _tinted(tint, luma))
 
 
-def _add_road(rng: np.random.Generator, layout: _Layout, road_mask: np.ndarray, reach: float) -> None:
+def _add_road(rng: np.random.Generator, layout: _Layout, road_mask: np.ndarray, reach: float,
+              markings: bool) -> None:
     """A road that crosses the existing ones rather than running alongside them (a few tries)."""
     distance_to_roads = (cv2.distanceTransform(np.where(road_mask > 0, 0, 255).astype(np.uint8), cv2.DIST_L2, 3)
                          if road_mask.any() else None)
@@ -699,7 +719,7 @@ def _add_road(rng: np.random.Generator, layout: _Layout, road_mask: np.ndarray, 
     # where no one may park leaves the outer tenth of the outer lanes to shoulder parking.
     cv2.polylines(layout.lane_mask, [_cv_points(road.centre.points)], False, 255,
                   int(round(road.lanes_width - 0.2 * road.lane_width)), cv2.LINE_8, 4)
-    _paint_road(rng, layout.canvas, road)
+    _paint_road(rng, layout.canvas, road, markings)
 
 
 def _crosses_cleanly(road: _Road, distance_to_roads: np.ndarray) -> bool:
@@ -743,13 +763,15 @@ def _grow_polyline(rng, start, heading, bent, limits) -> np.ndarray:
     return np.array(points)
 
 
-def _paint_road(rng: np.random.Generator, canvas: np.ndarray, road: _Road) -> None:
+def _paint_road(rng: np.random.Generator, canvas: np.ndarray, road: _Road, markings: bool) -> None:
     height, width = canvas.shape[:2]
     mask = np.zeros((height, width), np.uint8)
     cv2.polylines(mask, [_cv_points(road.centre.points)], False, 255, int(round(road.full_width)), cv2.LINE_AA, 4)
     texture = (road.luma + 0.015 * _smooth_noise(rng, (height, width), 2)
                + 0.01 * _smooth_noise(rng, (height, width), 12))
     _paint(canvas, mask.astype(np.float32) / 255, _tinted((1.0, 1.0, 1.02), texture))
+    if not markings:
+        return
 
     # Markings: solid edge lines, a centre line, dashed lines between same-direction lanes.
     # Dashes are a few px long, i.e. static vehicle-sized bright marks, as on real roads.

@@ -43,11 +43,11 @@ def run_training(training: Mapping, model: str, dataset_root: Path | str, out_di
     `nproc` is the number of GPUs granted (0 or 1: one process; N > 1: torchrun with N).
     """
     out_dir, model_path = Path(out_dir), Path(model_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
     # The job's threads are shared by the torchrun processes, one per GPU: each taking all of
     # them would oversubscribe the CPUs the cluster granted (sbatch --cpus-per-task).
     per_process = None if threads is None else max(1, threads // max(1, nproc))
-    config = model_training_config(training, model, threads=per_process)
+    config = model_training_config(training, model, threads=per_process)  # bad settings fail here
+    out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / RUN_CONFIG
     config_path.write_text(yaml.safe_dump(config, sort_keys=True))
     command = launch_command(nproc, ["--config", config_path, "--data", dataset_root, "--out", out_dir,

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from micml.data.clips import ClipDataset, as_size, collate_clips
+from micml.data.clips import Augmentation, ClipDataset, as_size, collate_clips
 from micml.engine.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -140,6 +140,10 @@ def resolve_config(config: Mapping | None) -> dict:
         raise ValueError("training config: lr and lr_factor must be > 0")
     if resolved["grad_clip"] is not None and not float(resolved["grad_clip"]) > 0:
         raise ValueError(f"training config: grad_clip must be null or > 0, found {resolved['grad_clip']}")
+    try:
+        Augmentation.from_config(resolved["augment"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"training config: {error}") from None
     if not isinstance(resolved["model"], str) or not resolved["model"]:
         raise ValueError(f"training config: model must be a variant name, found {resolved['model']!r}")
     return resolved
