@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
-# Named here, not imported from micml.data.synthetic, so that `micml --help` starts without cv2;
-# tests/test_cli.py checks that the two agree.
+# Named here, not imported from micml.data.synthetic and micml.precision, so that `micml --help`
+# starts without cv2 and torch; tests/test_cli.py checks that they agree.
 PRESETS = ("easy", "default", "moderate", "hard")
+AMP_CHOICES = ("off", "bf16", "fp16")
 
 
 def subcommand(name: str, summary: str):
@@ -148,6 +149,8 @@ def add_tiling_arguments(parser: argparse.ArgumentParser, *, tile_default: int |
     parser.add_argument("--no-soft-nms", action="store_true", help="skip Gaussian soft-NMS")
     parser.add_argument("--variant", help="refuse a checkpoint of another model variant")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
+    parser.add_argument("--amp", default="off", choices=AMP_CHOICES,
+                        help="autocast dtype of the network (for GPUs; off = float32 as trained)")
 
 
 def tiling_options(args: argparse.Namespace) -> dict:
@@ -156,7 +159,7 @@ def tiling_options(args: argparse.Namespace) -> dict:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     return {"tile": args.tile or None, "overlap": args.overlap, "batch_size": args.batch_size,
             "top_k": args.top_k, "soft_nms": not args.no_soft_nms, "expected_variant": args.variant,
-            "device": device}
+            "device": device, "amp": args.amp}
 
 
 @subcommand("train", "train one model variant on a unified dataset")

@@ -57,3 +57,10 @@ def test_cli_presets_are_the_generators():
     from micml.data.synthetic import DIFFICULTY_PRESETS
 
     assert PRESETS == tuple(DIFFICULTY_PRESETS)
+
+
+def test_cli_amp_choices_are_the_precision_modules():
+    from micml.cli import AMP_CHOICES
+    from micml.precision import AMP_DTYPES
+
+    assert AMP_CHOICES == tuple(AMP_DTYPES)

@@ -373,15 +373,19 @@ def test_load_detector_errors_name_the_file_and_the_fix(tmp_path, checkpoint):
         load_detector(misfit)
 
 
-def test_real_registry_model_from_checkpoint_equals_direct_inference(tmp_path):
+def real_dsfnet_checkpoint(path: Path) -> tuple[nn.Module, Path]:
     model = micml.models.build("dsfnet", head_conv=8).eval()
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # a freshly initialised heatmap is nearly flat: ties would make row order arbitrary
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
-    path = tmp_path / "real.pt"
     torch.save({"format": "micml.checkpoint/1", "model": {"name": "dsfnet", "options": dict(head_conv=8)},
                 "state_dict": model.state_dict()}, path)
+    return model, path
+
+
+def test_real_registry_model_from_checkpoint_equals_direct_inference(tmp_path):
+    model, path = real_dsfnet_checkpoint(tmp_path / "real.pt")
     clip = random_clip(np.random.default_rng(10), 30, 36)
     with torch.inference_mode():
         heads = {name: head[..., :30, :36] for name, head in model(reference_input(clip)).items()}
@@ -391,6 +395,20 @@ def test_real_registry_model_from_checkpoint_equals_direct_inference(tmp_path):
     # near-equal scores may swap places between two float orderings of the same sums: compare as sets
     by_position = lambda rows: rows[np.lexsort(np.round(rows[:, ::-1], 3).T)]
     np.testing.assert_allclose(by_position(detections), by_position(expected), rtol=1e-4, atol=1e-4)
+
+
+def test_autocast_inference_stays_within_bfloat16_rounding_of_float32(tmp_path):
+    _, path = real_dsfnet_checkpoint(tmp_path / "real.pt")
+    clip = random_clip(np.random.default_rng(10), 48, 64)
+    exact = TiledDetector(load_detector(path), tile=None).detect_clip(clip)
+    mixed = TiledDetector(load_detector(path), tile=None, amp="bf16").detect_clip(clip)
+    assert mixed.dtype == np.float32 and mixed.shape == exact.shape
+    assert not np.array_equal(mixed, exact)  # the network did run in bfloat16 ...
+    # ... and stayed close: bf16 keeps 8 significant bits, so a heat-map logit near -2.2 moves by a
+    # few hundredths and its score (sigmoid slope ~0.09 there) by a few thousandths.
+    np.testing.assert_allclose(np.sort(mixed[:, 4]), np.sort(exact[:, 4]), atol=5e-3)
+    with pytest.raises(ValueError, match="amp must be one of off, bf16, fp16, found 'fp8'"):
+        TiledDetector(load_detector(path), amp="fp8")
 
 
 # --------------------------------------------------------------------------- predict and export

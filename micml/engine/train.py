@@ -56,6 +56,7 @@ from micml.engine.distributed import (
     wrap_model,
 )
 from micml.engine.losses import CenterNetLoss
+from micml.precision import AMP_DTYPES
 
 log = logging.getLogger("micml.engine")
 
@@ -98,9 +99,6 @@ DEFAULTS: dict = {
     "log_interval": 1,              # log.csv row every N iterations
     "progress": "auto",             # auto (when stderr is a terminal) | true | false
 }
-
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says where it stopped and what to do."""

@@ -138,7 +138,7 @@ def _video_frames(capture: cv2.VideoCapture, path: Path) -> Iterator[np.ndarray]
 def detect(source: str | os.PathLike, checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *,
            tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 1,
            top_k: int = REFERENCE_TOP_K, soft_nms: bool = True, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-           expected_variant: str | None = None, device: str = "cpu", annotate: bool = True,
+           expected_variant: str | None = None, device: str = "cpu", amp: str = "off", annotate: bool = True,
            fps: float | None = None, progress: bool = True) -> DetectSummary:
     """Detect moving objects in every frame of `source` and write `out_dir` (module docstring).
 
@@ -146,7 +146,7 @@ def detect(source: str | os.PathLike, checkpoint: str | os.PathLike, out_dir: st
     """
     frames_in = open_frames(source)  # fails on a bad input before the model is loaded
     detector = TiledDetector(load_detector(checkpoint, expected_variant, device), tile=tile, overlap=overlap,
-                             batch_size=batch_size, top_k=top_k, soft_nms=soft_nms, device=device)
+                             batch_size=batch_size, top_k=top_k, soft_nms=soft_nms, device=device, amp=amp)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".detect-", suffix=".partial", dir=out_dir))

@@ -145,6 +145,7 @@ class PredictionSummary:
     top_k: int
     soft_nms: bool
     device: str
+    amp: str
     videos: int
     frames: int
     detections: int
@@ -155,8 +156,8 @@ class PredictionSummary:
 def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
                   out_dir: str | os.PathLike, *, expected_variant: str | None = None, tile: int | None = None,
                   overlap: int = DEFAULT_OVERLAP, batch_size: int = 1, top_k: int = REFERENCE_TOP_K,
-                  soft_nms: bool = True, device: str | torch.device = "cpu", progress: bool = True,
-                  write_mat: bool = True) -> PredictionSummary:
+                  soft_nms: bool = True, device: str | torch.device = "cpu", amp: str = "off",
+                  progress: bool = True, write_mat: bool = True) -> PredictionSummary:
     """Detect on every frame of `split` and write `out_dir` (see the module docstring).
 
     `write_mat=False` leaves out the .mat tree (the workflow's `export_mat` rule writes it from
@@ -170,7 +171,7 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
     image_ids = coco_image_index(dataset.annotation_file(split))
     model = load_detector(checkpoint, expected_variant, device)
     detector = TiledDetector(model, tile=tile, overlap=overlap, batch_size=batch_size, top_k=top_k,
-                             soft_nms=soft_nms, device=device)
+                             soft_nms=soft_nms, device=device, amp=amp)
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".partial")
     if work.exists():
@@ -188,7 +189,7 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
     seconds = time.perf_counter() - started
     summary = PredictionSummary(
         out_dir=str(out_dir), checkpoint=str(checkpoint), variant=getattr(model, "variant", "?"), split=split,
-        tile=tile, overlap=overlap, batch_size=batch_size, top_k=top_k, soft_nms=soft_nms, device=str(device),
+        tile=tile, overlap=overlap, batch_size=batch_size, top_k=top_k, soft_nms=soft_nms, device=str(device), amp=amp,
         videos=len(videos), frames=writer.frames, detections=writer.rows, seconds=round(seconds, 3),
         frames_per_second=round(writer.frames / seconds, 3) if seconds > 0 else float("inf"))
     log.info("%s/%s: %d frames in %.1f s, %.2f frames/s (tile %s, device %s)", Path(dataset_root).name, split,

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from micml.data.clips import PAD_PIXEL, PIXEL_MEAN, PIXEL_STD, SIZE_MULTIPLE, normalise
 from micml.inference.decode import REFERENCE_TOP_K, decode_batch, real_rows
 from micml.inference.nms import soft_nms_gaussian
+from micml.precision import autocast, check_amp
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
@@ -149,13 +150,16 @@ class TiledDetector:
 
     A clip is a sequence of T uint8 BGR frames (H, W, 3), index 0 the current frame, as cv2
     decodes them. `tile=None` feeds whole frames. Tiles are batched, also across consecutive
-    frames of the same size, `batch_size` at a time.
+    frames of the same size, `batch_size` at a time. `amp` ("off", "bf16", "fp16") runs the
+    network under autocast in that dtype (meant for GPUs; heads are decoded in float32), so
+    scores and boxes then differ from float32 by that dtype's rounding.
     """
 
     def __init__(self, model: torch.nn.Module, *, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int = 1, top_k: int = REFERENCE_TOP_K, soft_nms: bool = True,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, amp: str = "off"):
         check_tiling(tile, overlap)
+        check_amp(amp)
         if batch_size < 1 or top_k < 1:
             raise ValueError(f"batch_size ({batch_size}) and top_k ({top_k}) must be >= 1")
         parameter = next(model.parameters(), None)
@@ -165,6 +169,7 @@ class TiledDetector:
         self.model = model.to(self.device).eval()
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
         self.top_k, self.soft_nms = top_k, soft_nms
+        self.amp = amp
 
     def layout(self, height: int, width: int) -> TileLayout:
         return tile_layout(height, width, self.tile, self.overlap)
@@ -216,9 +221,9 @@ class TiledDetector:
         layout = batch[0][0].layout
         valid_h, valid_w = layout.valid_shape
         inputs = self._tile_inputs(batch)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.amp):
             outputs = self.model(inputs)
-        heads = {name: outputs[name][..., :valid_h, :valid_w] for name in ("hm", "wh", "reg")}
+        heads = {name: outputs[name][..., :valid_h, :valid_w].float() for name in ("hm", "wh", "reg")}
         detections = decode_batch(heads, self.top_k, allowed=self._core_masks(batch, valid_h, valid_w))
         shifts = torch.tensor([[x, y, x, y, 0] for y, x in (tile.origin for _, tile in batch)],
                               dtype=detections.dtype, device=detections.device)
