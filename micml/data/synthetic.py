@@ -53,7 +53,7 @@ SPLITS = ("train", "val", "test")
 # Scenery of a video: "plain" is textured ground and asphalt roads only (the static clutter a
 # detector must learn to ignore is the parked vehicles); "rich" adds crop fields, buildings,
 # trees, parking lots and lane markings, whose vehicle-sized bright dashes and roof ridges are
-# more static look-alikes (a temporal model needs several times more steps to learn it).
+# more static look-alikes (slower to learn in a short CPU schedule; see DIFFICULTY_PRESETS).
 SCENERIES = ("plain", "rich")
 
 # A vehicle is labelled while at least this share of its body is inside the frame and not
@@ -175,8 +175,9 @@ class SyntheticSpec:
 #             steps) while a single-frame detector still cannot tell the parked look-alikes from
 #             the movers: dense traffic (16-30 movers) of clearly visible vehicles among as many
 #             parked ones, plain scenery, quarter-pixel camera shake, occluders on 30 % of roads.
-#             Rich scenery learns several times slower per step (DSFNet, crop 96, batch 4, val
-#             F1 after 80 steps: 0.64 rich, 0.85 plain).
+#             Rich scenery is slower to learn early on (DSFNet, crop 96, batch 4, val F1 after
+#             80 steps: 0.64 rich, 0.85 plain; after 320 both ~0.91) and costs MICML's short
+#             CPU schedule (112 steps: test F1 0.79 rich, 0.82 plain).
 #   moderate: rich scenery, faint (contrast from 0.08), dark and slow (from 0.4 px/frame)
 #             vehicles, half-pixel shake (DSFNet val F1 0.72 after 320 steps on a variant).
 #   hard:     tiny (3-8 px), low contrast (0.03-0.2), slow (0.3-1.2 px/frame), dense traffic,
