@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -17,3 +19,21 @@ def autocast(device: torch.device | str, amp: str) -> torch.autocast:
     check_amp(amp)
     dtype = AMP_DTYPES[amp]
     return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
+
+
+def float32_under_autocast(function):
+    """Run `function` in float32 when autocast is on for its first argument's device.
+
+    The rule torchvision registers for deform_conv2d, applied to every deformable-conv path
+    (the CPU kernels would otherwise get mixed float32/bfloat16 operands): bilinear sampling
+    positions need float32 precision.
+    """
+    @functools.wraps(function)
+    def wrapper(x: torch.Tensor, *args, **kwargs):
+        device_type = x.device.type
+        if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+            return function(x, *args, **kwargs)
+        as_float = lambda value: value.float() if torch.is_tensor(value) and value.is_floating_point() else value
+        with torch.autocast(device_type, enabled=False):
+            return function(as_float(x), *map(as_float, args), **{k: as_float(v) for k, v in kwargs.items()})
+    return wrapper

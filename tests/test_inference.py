@@ -397,11 +397,12 @@ def test_real_registry_model_from_checkpoint_equals_direct_inference(tmp_path):
     np.testing.assert_allclose(by_position(detections), by_position(expected), rtol=1e-4, atol=1e-4)
 
 
-def test_autocast_inference_stays_within_bfloat16_rounding_of_float32(tmp_path):
+@pytest.mark.parametrize("optimize", [True, False], ids=["inference-copy", "plain-model"])
+def test_autocast_inference_stays_within_bfloat16_rounding_of_float32(tmp_path, optimize):
     _, path = real_dsfnet_checkpoint(tmp_path / "real.pt")
     clip = random_clip(np.random.default_rng(10), 48, 64)
-    exact = TiledDetector(load_detector(path), tile=None).detect_clip(clip)
-    mixed = TiledDetector(load_detector(path), tile=None, amp="bf16").detect_clip(clip)
+    exact = TiledDetector(load_detector(path, optimize=optimize), tile=None).detect_clip(clip)
+    mixed = TiledDetector(load_detector(path, optimize=optimize), tile=None, amp="bf16").detect_clip(clip)
     assert mixed.dtype == np.float32 and mixed.shape == exact.shape
     assert not np.array_equal(mixed, exact)  # the network did run in bfloat16 ...
     # ... and stayed close: bf16 keeps 8 significant bits, so a heat-map logit near -2.2 moves by a

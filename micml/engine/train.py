@@ -56,7 +56,7 @@ from micml.engine.distributed import (
     wrap_model,
 )
 from micml.engine.losses import CenterNetLoss
-from micml.precision import AMP_DTYPES
+from micml.precision import AMP_DTYPES, autocast
 
 log = logging.getLogger("micml.engine")
 
@@ -261,8 +261,7 @@ def make_f1_validator(config: Mapping) -> Validator:
                             collate_fn=collate_clips)
         detections: dict = {}
         ground_truth: dict = {}
-        amp_dtype = AMP_DTYPES[config["amp"]] if device.type == "cuda" else None
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with torch.inference_mode(), autocast(device, config["amp"] if device.type == "cuda" else "off"):
             for batch in loader:
                 output = model(batch["input"].to(device))
                 for video, frame, boxes, dets in zip(batch["video"], batch["frame"], batch["boxes"],
@@ -498,7 +497,7 @@ class Loop:
         self.train_set, self.val_set, self.validate = train_set, val_set, validate
         self.out_dir, self.csv_log, self.state = out_dir, csv_log, state
         self.loss_fn = CenterNetLoss()
-        self.amp_dtype = AMP_DTYPES[effective["amp"]]
+        self.amp = effective["amp"]
         self.iterations = iterations_per_epoch(config, len(train_set))
         self.per_process_batch = config["batch_size"] // context.world_size
 
@@ -563,7 +562,7 @@ class Loop:
         device = self.context.device
         inputs = batch["input"].to(device, non_blocking=True)
         targets = {key: batch[key].to(device, non_blocking=True) for key in TARGET_KEYS}
-        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        with autocast(device, self.amp):
             output = self.network(inputs)
         losses = self.loss_fn(output, targets)
         values = self.agreed_values(losses, batch["n_dropped"])

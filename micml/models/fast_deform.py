@@ -29,6 +29,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from micml.precision import float32_under_autocast
+
 # Border added before (1) and after (2) each spatial axis of the mixed map Y.
 PAD_BEFORE, PAD_AFTER = 1, 2
 # Output pixels per band. A band's index/weight buffers and the rows of Y it reads then fit
@@ -70,6 +72,7 @@ def _corner_weights(mask: torch.Tensor, weight_y: torch.Tensor, weight_x: torch.
     return out
 
 
+@float32_under_autocast
 def deform_conv2d_mix_first(x: torch.Tensor, offset: torch.Tensor, mask_logits: torch.Tensor,
                             weight: torch.Tensor, bias: torch.Tensor | None,
                             stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (1, 1),

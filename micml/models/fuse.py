@@ -142,11 +142,6 @@ class FoldedDeformConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_eval(self, x)
-        if torch.is_autocast_enabled(x.device.type):
-            # Under autocast the deformable conv runs in float32, as torchvision's autocast rule
-            # for deform_conv2d does: bilinear sampling positions need float32 precision.
-            with torch.autocast(x.device.type, enabled=False):
-                return self.forward(x.float())
         offset_and_mask = self.conv_offset_mask(x)
         offset = offset_and_mask[:, :self.offset_channels]
         mask_logits = offset_and_mask[:, self.offset_channels:]

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from micml.ops.gather import deform_conv2d_gather
+from micml.precision import float32_under_autocast
 
 BACKENDS = ("gather", "torchvision")
 BACKEND_ENV_VAR = "MICML_DCN_BACKEND"
@@ -55,6 +56,7 @@ def _validated(name: str, source: str) -> str:
     return name
 
 
+@float32_under_autocast
 def modulated_deform_conv2d(
     x, offset, mask, weight, bias, stride=1, padding=1, dilation=1, backend=None
 ):
