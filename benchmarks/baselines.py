@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -127,9 +126,7 @@ def peak_rss_mib() -> float:
 
 def peak_rss_in_fresh_process(script: str, argv: list[str]) -> float:
     """Run `script argv` (which prints {"peak_rss_mib": ...} last) in a fresh interpreter."""
-    environment = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-    result = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, check=True,
-                            env=environment)
+    result = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mib"]
 
 

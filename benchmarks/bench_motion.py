@@ -14,9 +14,9 @@ differences, and each path's peak RSS measured in a fresh process.
 
 from __future__ import annotations
 
-import os
+from micml.openmp import own_cores
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP: idle threads sleep
+own_cores()  # before torch loads: a benchmark has the cores to itself (GOMP_SPINCOUNT=0 to share)
 
 import argparse
 import json
