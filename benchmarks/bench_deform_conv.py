@@ -8,6 +8,10 @@ the largest differences of outputs and gradients. Example (the goal setting):
 
 from __future__ import annotations
 
+from micml.openmp import own_cores
+
+own_cores()  # before torch loads: a benchmark has the cores to itself (GOMP_SPINCOUNT=0 to share)
+
 import argparse
 import functools
 import statistics

@@ -2,10 +2,10 @@ from micml.openmp import own_cores
 
 own_cores(snakemake.threads)  # first: the job has its cores to itself (before torch loads)
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-from micml.inference.predict import predict_split  # noqa: E402
-from micml.workflow import logged  # noqa: E402
+from micml.inference.predict import predict_split
+from micml.workflow import logged
 
 testing = snakemake.params.testing
 with logged(snakemake.log[0]):
