@@ -505,6 +505,19 @@ def test_export_mat_names_a_csv_of_another_split_or_a_bad_line(tmp_path):
     assert not (tmp_path / "mat").exists()
 
 
+def test_predict_split_runs_and_records_the_autocast_dtype(tmp_path, tiny_dataset):
+    _, path = real_dsfnet_checkpoint(tmp_path / "real.pt")
+    runs = {amp: predict_split(path, tiny_dataset, "test", tmp_path / amp, tile=None, top_k=20, progress=False,
+                               write_mat=False, amp=amp) for amp in ("off", "bf16")}
+    assert runs["bf16"].amp == "bf16"
+    assert json.loads((tmp_path / "bf16" / "predict.json").read_text())["amp"] == "bf16"
+    scores = {amp: np.sort(np.loadtxt(tmp_path / amp / "detections.csv", delimiter=",", skiprows=1,
+                                      usecols=6)) for amp in runs}
+    assert scores["off"].shape == scores["bf16"].shape
+    assert not np.array_equal(scores["off"], scores["bf16"])  # bfloat16 did reach the network
+    np.testing.assert_allclose(scores["bf16"], scores["off"], atol=5e-3)
+
+
 def test_failed_predict_leaves_previous_results_untouched(tmp_path, tiny_dataset, checkpoint):
     out = tmp_path / "results"
     out.mkdir()

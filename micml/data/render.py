@@ -35,10 +35,10 @@ import numpy as np
 import scipy.io
 
 import micml
-from micml.data.synthetic import SPLITS, SyntheticSpec, SyntheticVideo, split_videos
+from micml.data.synthetic import SyntheticSpec, SyntheticVideo, split_videos
+from micml.data.unified import JPEG_QUALITY, SPLITS
 
 NATIVE_FORMATS = ("rscar", "viso", "dronecrowd", "video")
-JPEG_QUALITY = 95
 MANIFEST_NAME = "synthetic_manifest.json"
 VIDEO_FILE_NAME = "video.mp4"  # what `micml synth video OUT` writes inside OUT
 # The test folders DSFNet's evaluator hard-codes (also VISO's MOT test videos).

@@ -48,7 +48,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-SPLITS = ("train", "val", "test")
+from micml.data.unified import SPLITS
 
 # Scenery of a video: "plain" is textured ground and asphalt roads only (the static clutter a
 # detector must learn to ignore is the parked vehicles); "rich" adds crop fields, buildings,
