@@ -261,7 +261,7 @@ def make_f1_validator(config: Mapping) -> Validator:
                             collate_fn=collate_clips)
         detections: dict = {}
         ground_truth: dict = {}
-        with torch.inference_mode(), autocast(device, config["amp"] if device.type == "cuda" else "off"):
+        with torch.inference_mode(), autocast(device, amp_on(device, config["amp"])):
             for batch in loader:
                 output = model(batch["input"].to(device))
                 for video, frame, boxes, dets in zip(batch["video"], batch["frame"], batch["boxes"],
@@ -444,6 +444,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def amp_on(device: torch.device, amp: str) -> str:
+    """The autocast choice training applies on `device`: `amp` on CUDA, "off" elsewhere."""
+    return amp if device.type == "cuda" else "off"
+
+
 def effective_settings(config: Mapping, device: torch.device) -> dict:
     """AMP and channels_last apply on CUDA only; a CPU run ignores them with a warning, so one
     experiment config runs on both kinds of machine."""
@@ -451,7 +456,7 @@ def effective_settings(config: Mapping, device: torch.device) -> dict:
     for key, off in (("amp", "off"), ("channels_last", False)):
         if config[key] != off and not cuda:
             log.warning("%s=%r needs CUDA; running on %s without it", key, config[key], device)
-    return {"amp": config["amp"] if cuda else "off", "channels_last": bool(config["channels_last"]) and cuda}
+    return {"amp": amp_on(device, config["amp"]), "channels_last": bool(config["channels_last"]) and cuda}
 
 
 def make_val_set(config: Mapping, dataset_root: Path) -> ClipDataset | None:
