@@ -5,9 +5,10 @@ small constant-colour JPEG of the right size per tree, hard-linked (copied where
 not possible) to every frame name, so the converters see every referenced frame while the
 tree costs one encode.
 
-Where the real files live: $MICML_REAL_FIXTURES, else tests/fixtures/real, else the shared
-copy beside the checkout (../shared/fixtures/real) or at /work/shared/fixtures/real. A missing
-copy is an error, not a skip: these tests are the only check of the converters against real annotations.
+The real files are kept in the repository, in tests/fixtures/real (source and licence in its
+README), so a fresh clone runs these tests with nothing else. $MICML_REAL_FIXTURES, when set,
+names another copy with the same layout; if that folder lacks the files the tests fail rather
+than fall back, so an override never silently tests other files than the ones it names.
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ import cv2
 import numpy as np
 import scipy.io
 
-_CANDIDATES = (os.environ.get("MICML_REAL_FIXTURES", ""), Path(__file__).parent / "fixtures" / "real",
-               Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real",  # shared/ beside the clone
-               "/work/shared/fixtures/real")
+IN_REPOSITORY = Path(__file__).resolve().parent / "fixtures" / "real"
 
 
 def real_fixtures() -> Path:
-    for candidate in _CANDIDATES:
-        if candidate and (Path(candidate) / "viso_mot_gt").is_dir():
-            return Path(candidate)
-    raise FileNotFoundError("real annotation fixtures not found; set MICML_REAL_FIXTURES to the folder holding "
-                            "viso_mot_gt/ and dronecrowd_annotations/")
+    """Folder holding viso_mot_gt/ and dronecrowd_annotations/: $MICML_REAL_FIXTURES or the repository's copy."""
+    override = os.environ.get("MICML_REAL_FIXTURES")
+    folder = Path(override) if override else IN_REPOSITORY
+    if not (folder / "viso_mot_gt").is_dir() or not (folder / "dronecrowd_annotations").is_dir():
+        source = "$MICML_REAL_FIXTURES" if override else "the repository copy"
+        raise FileNotFoundError(f"{folder} ({source}): expected viso_mot_gt/ and dronecrowd_annotations/ in it; "
+                                "unset MICML_REAL_FIXTURES to use tests/fixtures/real, or restore that folder "
+                                "from git")
+    return folder
 
 
 def constant_jpeg(path: Path, width: int, height: int, value: int = 90) -> Path:
