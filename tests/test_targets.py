@@ -56,11 +56,38 @@ def test_hand_case_slots_hold_size_offset_and_flat_index():
     assert (targets.n_objects, targets.n_dropped) == (1, 0)
 
 
-def test_boxes_are_clipped_to_the_last_pixel_and_empty_ones_skipped():
-    boxes = np.array([[30, 30, 50, 50], [5, 5, 5, 9]], np.float32)  # overhanging; zero width
-    targets = build_targets(boxes, height=32, width=32)
-    np.testing.assert_allclose(targets.wh[0], [1, 1])  # 30..31 after clipping to size-1
-    assert targets.n_objects == 1 and targets.reg_mask.sum() == 1
+def single_box_targets(box, size=128):
+    return build_targets(np.array([box], np.float32), height=size, width=size, max_objects=2)
+
+
+# Expected values worked out by hand from the reference's rule (coco_rsdata.py:231-242): size and
+# centre from the box as given, size clipped to [0, 127], centre clipped into [0, 127].
+@pytest.mark.parametrize("box, wh, peak, reg", [
+    ([10, 20, 15, 24], (5, 4), (12, 22), (0.5, 0.0)),          # inside
+    ([100, 50, 128, 60], (28, 10), (114, 55), (0.0, 0.0)),     # ending exactly at the far edge
+    ([117, 0, 127, 9], (10, 9), (122, 4), (0.0, 0.5)),          # ending on the last pixel, starting at 0
+    ([-5, 20, 5, 30], (10, 10), (0, 25), (0.0, 0.0)),          # crossing the near edge: full size at x 0
+    ([120, 60, 140, 71], (20, 11), (127, 65), (0.0, 0.5)),     # crossing the far edge: peak on the last pixel
+    ([-10, 40, 200, 44], (127, 4), (95, 42), (0.0, 0.0)),      # wider than the image: width clipped to 127
+])
+def test_sizes_and_centres_follow_the_reference_at_the_image_edge(box, wh, peak, reg):
+    targets = single_box_targets(box)
+    np.testing.assert_allclose(targets.wh[0], wh)
+    np.testing.assert_allclose(targets.reg[0], reg)
+    assert targets.ind[0] == peak[1] * 128 + peak[0]
+    assert targets.hm[0, peak[1], peak[0]] == 1.0 and (targets.hm == 1.0).sum() == 1
+    assert (targets.n_objects, targets.reg_mask.sum()) == (1, 1)
+
+
+@pytest.mark.parametrize("box", [
+    [5, 5, 5, 9],           # no width
+    [30, 8, 40, 8],         # no height
+    [128, 10, 140, 20],     # starts at the far edge: nothing inside (the reference would draw it at x 127)
+    [-20, -20, 0, -1],      # wholly before the near edges
+])
+def test_boxes_without_area_in_the_image_are_skipped(box):
+    targets = single_box_targets(box)
+    assert targets.n_objects == 0 and targets.reg_mask.sum() == 0 and targets.hm.max() == 0
 
 
 def test_more_boxes_than_slots_are_counted_and_still_drawn():

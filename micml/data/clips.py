@@ -4,12 +4,14 @@ A sample is the current frame t of one video plus its four predecessors: tempora
 frame max(t - k, 1) (reference coco_rsdata.py:173-182), so t=3 gives frames 3, 2, 1, 1, 1.
 Pixels stay BGR as cv2 decodes them and are normalised as `(v/255 - 0.49965) / 0.08255`.
 
-Training clips (in this order, same random draws for all five frames):
+Training clips, with the default augmentation style (in this order, same random draws for all
+five frames):
 1. a random crop of `crop_size`. With probability `object_crop_prob` the window is placed
    uniformly among the windows that contain the centre of one randomly chosen box of the current
    frame; otherwise uniformly over the frame. The bias exists because uniform 96-pixel crops of a
    1024-pixel frame with a handful of 5-pixel cars are mostly empty. Frames smaller than the crop
-   are padded right/bottom with grey (127, which normalises to ~0).
+   are padded right/bottom with grey (127, which normalises to ~0). Boxes crossing the crop edge
+   keep their full extent (see crop_clip).
 2. horizontal and vertical flips, each with probability 0.5 (box x' = W - x, as the reference).
 3. photometric distortion (brightness, contrast, saturation, hue, channel swap; SSD-style, as
    the reference) on pixel values in [0, 255], clipped back to [0, 255]. Deliberate deviation:
@@ -17,6 +19,12 @@ Training clips (in this order, same random draws for all five frames):
    deviations (spec 4.5). It is also applied to crops without boxes (the reference skips images
    without boxes, which would make "distorted" a cue for "contains objects").
 4. normalisation.
+
+The 'reference' style keeps step 1 and then does what the reference does (spec 4.5):
+normalisation first, then, only if the crop holds a box, the flips and the photometric distortion
+on the normalised values, unclipped. It exists to reproduce the published training; the crop is
+still ours (the reference trained on pre-cut 512-pixel tiles; `object_crop_prob: 0` gives
+unbiased windows).
 
 Validation clips: the whole frame (or a fixed centre crop), padded right/bottom to a multiple of
 16 for the network, without augmentation.
@@ -114,7 +122,10 @@ def crop_clip(frames: np.ndarray, boxes: np.ndarray, top_left: tuple[int, int],
               crop_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Cut (T, H, W, 3) frames to the window, padding with grey past the frame; shift the boxes.
 
-    Boxes entirely outside the window are removed, the rest clipped to it.
+    Boxes with no area inside the window are removed. The others keep their full extent, relative
+    to the window, even where they run past its edge: build_targets then treats the crop edge as
+    the reference treats an image edge (full size, centre clipped onto the edge pixel), instead of
+    training on the size and centre of whatever sliver the window happened to cut.
     """
     (y0, x0), (crop_h, crop_w) = top_left, crop_hw
     part = frames[:, y0:y0 + crop_h, x0:x0 + crop_w]
@@ -122,10 +133,19 @@ def crop_clip(frames: np.ndarray, boxes: np.ndarray, top_left: tuple[int, int],
     out[:, :part.shape[1], :part.shape[2]] = part
     shifted = boxes - np.array([x0, y0, x0, y0], np.float32)
     inside = (shifted[:, 2] > 0) & (shifted[:, 3] > 0) & (shifted[:, 0] < crop_w) & (shifted[:, 1] < crop_h)
-    kept = shifted[inside]
-    kept[:, [0, 2]] = np.clip(kept[:, [0, 2]], 0, crop_w)
-    kept[:, [1, 3]] = np.clip(kept[:, [1, 3]], 0, crop_h)
-    return out, kept
+    return out, shifted[inside]
+
+
+def clip_to_image(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Boxes cut to [0, width] x [0, height]: the visible part, as converters store frame-edge boxes.
+
+    Validation scores detections against these, as it scores full frames against the converters'
+    boxes.
+    """
+    clipped = boxes.copy()
+    clipped[:, [0, 2]] = np.clip(clipped[:, [0, 2]], 0, width)
+    clipped[:, [1, 3]] = np.clip(clipped[:, [1, 3]], 0, height)
+    return clipped
 
 
 def pad_to_multiple(frames: np.ndarray, multiple: int = SIZE_MULTIPLE) -> np.ndarray:
@@ -153,31 +173,51 @@ def flip_clip(frames: np.ndarray, boxes: np.ndarray, horizontal: bool, vertical:
 # --------------------------------------------------------------------------- photometric distortion
 
 
-def photometric_distort(rng: np.random.Generator, frames: np.ndarray) -> np.ndarray:
-    """SSD-style colour distortion of (T, H, W, 3) float32 BGR frames in [0, 255], one draw per clip.
+@dataclass(frozen=True)
+class PhotometricDraw:
+    """One clip's random choices of the SSD-style colour distortion (None: that step is skipped).
 
-    brightness +U(-32, 32) (p .5); then, in one of two orders picked with p .5, contrast
-    xU(.5, 1.5) (p .5) before or after HSV saturation xU(.5, 1.5) (p .5) and hue +U(-18, 18)
-    degrees (p .5); then a random channel permutation (p .5). Result clipped to [0, 255].
+    brightness +U(-32, 32) (p .5); contrast xU(.5, 1.5) (p .5), before or after the HSV steps
+    (p .5 each); saturation xU(.5, 1.5) (p .5); hue +U(-18, 18) degrees (p .5); a random channel
+    order (p .5). Both styles draw in this order, so a seed gives the same choices in either.
     """
+    brightness: float | None
+    contrast_first: bool
+    contrast: float | None
+    saturation: float | None
+    hue: float | None
+    channel_order: np.ndarray | None
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> "PhotometricDraw":
+        brightness = rng.uniform(-32, 32) if rng.random() < 0.5 else None
+        contrast_first = rng.random() < 0.5
+        contrast = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else None
+        saturation = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else None
+        hue = rng.uniform(-18, 18) if rng.random() < 0.5 else None
+        channel_order = rng.permutation(3) if rng.random() < 0.5 else None
+        return cls(brightness, contrast_first, contrast, saturation, hue, channel_order)
+
+
+def photometric_distort(rng: np.random.Generator, frames: np.ndarray) -> np.ndarray:
+    """This project's colour distortion of (T, H, W, 3) float32 BGR frames in [0, 255], one draw per clip.
+
+    The steps of PhotometricDraw on pixel values, clipped back to [0, 255] before the HSV round
+    trip (which is exact only there) and at the end.
+    """
+    draw = PhotometricDraw.sample(rng)
     out = frames.astype(np.float32, copy=True)
-    if rng.random() < 0.5:
-        out += rng.uniform(-32, 32)
-    contrast_first = rng.random() < 0.5
-    contrast = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else None
-    saturation = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else None
-    hue = rng.uniform(-18, 18) if rng.random() < 0.5 else None
-    if contrast is not None and contrast_first:
-        out *= contrast
-    if saturation is not None or hue is not None:
-        # cv2's float HSV expects the 0-255 range it will be converted back to; clip first so
-        # the round trip is exact (it is lossy on negative values, spec 4.5).
+    if draw.brightness is not None:
+        out += draw.brightness
+    if draw.contrast is not None and draw.contrast_first:
+        out *= draw.contrast
+    if draw.saturation is not None or draw.hue is not None:
         np.clip(out, 0, 255, out=out)
-        out = np.stack([_shift_hsv(frame, saturation, hue) for frame in out])
-    if contrast is not None and not contrast_first:
-        out *= contrast
-    if rng.random() < 0.5:
-        out = out[..., rng.permutation(3)]
+        out = np.stack([_shift_hsv(frame, draw.saturation, draw.hue) for frame in out])
+    if draw.contrast is not None and not draw.contrast_first:
+        out *= draw.contrast
+    if draw.channel_order is not None:
+        out = out[..., draw.channel_order]
     return np.clip(out, 0, 255)
 
 
@@ -190,35 +230,79 @@ def _shift_hsv(frame: np.ndarray, saturation: float | None, hue: float | None) -
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
 
 
+def reference_photometric_distort(rng: np.random.Generator, frames: np.ndarray) -> np.ndarray:
+    """The reference's colour distortion (spec 4.5) of NORMALISED (T, H, W, 3) float32 BGR frames.
+
+    The same steps as photometric_distort, done as the reference does them: on normalised values
+    (so brightness moves by up to 32 standard deviations), nothing clipped, saturation unbounded,
+    and the BGR -> HSV -> BGR round trip made on every call even when neither saturation nor hue
+    changes (it is lossy on negative values, and that loss is part of what the reference trained on).
+    """
+    draw = PhotometricDraw.sample(rng)
+    out = frames.astype(np.float32, copy=True)
+    if draw.brightness is not None:
+        out += np.float32(draw.brightness)
+    if draw.contrast is not None and draw.contrast_first:
+        out *= np.float32(draw.contrast)
+    out = np.stack([_shift_hsv_as_reference(frame, draw.saturation, draw.hue) for frame in out])
+    if draw.contrast is not None and not draw.contrast_first:
+        out *= np.float32(draw.contrast)
+    if draw.channel_order is not None:
+        out = out[..., draw.channel_order]
+    return np.ascontiguousarray(out)
+
+
+def _shift_hsv_as_reference(frame: np.ndarray, saturation: float | None, hue: float | None) -> np.ndarray:
+    hsv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_BGR2HSV)
+    if saturation is not None:
+        hsv[..., 1] *= np.float32(saturation)
+    if hue is not None:
+        # one wrap each way, not a modulo: a hue of exactly 360 stays 360 (cv2 reads it as 0)
+        channel = hsv[..., 0]
+        channel += np.float32(hue)
+        channel[channel > 360.0] -= 360.0
+        channel[channel < 0.0] += 360.0
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+
+
 # --------------------------------------------------------------------------- the dataset
+
+
+AUGMENT_STYLES = ("default", "reference")
 
 
 @dataclass(frozen=True)
 class Augmentation:
     hflip: float = 0.5        # probability of a horizontal flip
     vflip: float = 0.5        # probability of a vertical flip
-    photometric: bool = True  # SSD-style colour distortion before normalisation
+    photometric: bool = True  # SSD-style colour distortion
+    style: str = "default"    # 'default' or 'reference'; see the module docstring
 
     @classmethod
-    def from_config(cls, value: "Augmentation | dict | bool | None") -> "Augmentation":
+    def from_config(cls, value: "Augmentation | dict | bool | str | None") -> "Augmentation":
         if isinstance(value, Augmentation):
             return value
         if value is None or value is True:
             return cls()
         if value is False:
             return cls(0.0, 0.0, False)
+        if isinstance(value, str) and value in AUGMENT_STYLES:
+            return cls(style=value)
         if not isinstance(value, Mapping):
             raise ValueError(f"augment: expected a mapping like {{hflip: 0.5, vflip: 0.5, photometric: false}}, "
-                             f"true or false; got {value!r}")
-        unknown = set(value) - {"hflip", "vflip", "photometric"}
+                             f"true or false; got {value!r}; a style name is also accepted: "
+                             f"{', '.join(AUGMENT_STYLES)}")
+        unknown = set(value) - {"hflip", "vflip", "photometric", "style"}
         if unknown:
-            raise ValueError(f"augment: unknown keys {sorted(unknown)}; allowed: hflip, vflip, photometric")
+            raise ValueError(f"augment: unknown keys {sorted(unknown)}; allowed: hflip, vflip, photometric, style")
         for key in ("hflip", "vflip"):
             chance = value.get(key, 0.5)
             if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 <= chance <= 1:
                 raise ValueError(f"augment.{key}: expected a probability in [0, 1], got {chance!r}")
         if not isinstance(value.get("photometric", True), bool):
             raise ValueError(f"augment.photometric: expected true or false, got {value['photometric']!r}")
+        if value.get("style", "default") not in AUGMENT_STYLES:
+            raise ValueError(f"augment.style: expected one of {', '.join(AUGMENT_STYLES)}, got {value['style']!r}")
         return cls(**value)
 
 
@@ -275,7 +359,7 @@ class ClipDataset(Dataset):
         else:
             frames, boxes = self._centre(frames, boxes)
         targets = build_targets(boxes, frames.shape[1], frames.shape[2], self.max_objects)
-        clip = torch.from_numpy(normalise(frames).transpose(3, 0, 1, 2).copy())  # (3, T, H, W)
+        clip = torch.from_numpy(frames.transpose(3, 0, 1, 2).copy())  # (3, T, H, W)
         return {
             "input": clip,
             "hm": torch.from_numpy(targets.hm),
@@ -284,25 +368,39 @@ class ClipDataset(Dataset):
             "ind": torch.from_numpy(targets.ind),
             "reg_mask": torch.from_numpy(targets.reg_mask),
             "n_dropped": targets.n_dropped,
-            "boxes": boxes,
+            "boxes": clip_to_image(boxes, frames.shape[1], frames.shape[2]),
             "video": video.record.name,
             "frame": frame,
         }
 
     def _augment(self, rng: np.random.Generator, frames: np.ndarray, boxes: np.ndarray):
+        """Crop and augment uint8 frames; returns normalised frames and their boxes."""
         top_left = crop_window_for(rng, frames.shape[1:3], self.crop_hw, boxes, self.object_crop_prob)
         frames, boxes = crop_clip(frames, boxes, top_left, self.crop_hw)
+        if self.augment.style == "reference":
+            return self._augment_as_reference(rng, frames, boxes)
         frames, boxes = flip_clip(frames, boxes, rng.random() < self.augment.hflip, rng.random() < self.augment.vflip)
         if self.augment.photometric:
             frames = photometric_distort(rng, frames)
+        return normalise(frames), boxes
+
+    def _augment_as_reference(self, rng: np.random.Generator, frames: np.ndarray, boxes: np.ndarray):
+        """Flips and colour distortion after normalisation, and only for crops that hold a box (spec 4.5)."""
+        frames = normalise(frames)
+        if not len(boxes):
+            return frames, boxes
+        frames, boxes = flip_clip(frames, boxes, rng.random() < self.augment.hflip, rng.random() < self.augment.vflip)
+        if self.augment.photometric:
+            frames = reference_photometric_distort(rng, frames)
         return frames, boxes
 
     def _centre(self, frames: np.ndarray, boxes: np.ndarray):
+        """Normalised full frames (or their centre crop) padded for the network, and their boxes."""
         if self.crop_hw is not None:
             height, width = frames.shape[1:3]
             top_left = (max(height - self.crop_hw[0], 0) // 2, max(width - self.crop_hw[1], 0) // 2)
             frames, boxes = crop_clip(frames, boxes, top_left, self.crop_hw)
-        return pad_to_multiple(frames), boxes
+        return normalise(pad_to_multiple(frames)), boxes
 
 
 def collate_clips(samples: list[dict]) -> dict:

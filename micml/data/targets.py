@@ -79,27 +79,55 @@ class CenterNetTargets:
 
 
 def build_targets(boxes: np.ndarray, height: int, width: int, max_objects: int = MAX_OBJECTS) -> CenterNetTargets:
-    """Targets for `boxes` (N x 4 [x1,y1,x2,y2], pixels) on an output of `height` x `width`."""
+    """Targets for `boxes` (N x 4 [x1,y1,x2,y2], pixels) on an output of `height` x `width`.
+
+    The reference's rule (coco_rsdata.py:231-242, spec 4.6), including at the image edge: width,
+    height and centre come from the box as given; then width is clipped to [0, width-1], height to
+    [0, height-1], boxes left without area skipped, and the centre clipped into the image. So a box
+    running past the edge keeps its full size and gets its peak on the edge pixel, and one ending
+    exactly at the far edge (x2 == width) keeps x2 - x1 and its true centre. Training crops pass
+    boxes relative to the crop without cutting them to it (micml.data.clips.crop_clip), so a crop
+    edge is treated as the reference treats an image edge.
+
+    Deviation: a box with no area inside the image is skipped; the reference would draw a peak
+    for it at the clipped centre, on an edge pixel where nothing of it is visible.
+    """
     hm = np.zeros((1, height, width), np.float32)
     wh = np.zeros((max_objects, 2), np.float32)
     reg = np.zeros((max_objects, 2), np.float32)
     ind = np.zeros(max_objects, np.int64)
     reg_mask = np.zeros(max_objects, np.uint8)
     n_objects = 0
-    for x1, y1, x2, y2 in np.asarray(boxes, np.float32).reshape(-1, 4):
-        # Clip to the last pixel as the reference does (coordinates in [0, size-1]).
-        x1, x2 = np.clip([x1, x2], 0, width - 1)
-        y1, y2 = np.clip([y1, y2], 0, height - 1)
-        w, h = float(x2 - x1), float(y2 - y1)
-        if w <= 0 or h <= 0:
+    for box in np.asarray(boxes, np.float32).reshape(-1, 4):
+        if not overlaps_image(box, height, width):
             continue
-        centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float32)
-        centre_int = centre.astype(np.int64)  # floor: centre is non-negative
-        draw_peak_max(hm[0], (int(centre_int[0]), int(centre_int[1])), gaussian_radius(h, w))
+        size, centre = size_and_centre(box, height, width)
+        if size[0] <= 0 or size[1] <= 0:
+            continue
+        centre_int = centre.astype(np.int64)  # floor: the centre was clipped to be non-negative
+        draw_peak_max(hm[0], (int(centre_int[0]), int(centre_int[1])), gaussian_radius(size[1], size[0]))
         if n_objects < max_objects:
-            wh[n_objects] = (w, h)
+            wh[n_objects] = size
             reg[n_objects] = centre - centre_int
             ind[n_objects] = centre_int[1] * width + centre_int[0]
             reg_mask[n_objects] = 1
         n_objects += 1
     return CenterNetTargets(hm, wh, reg, ind, reg_mask, n_objects, max(0, n_objects - max_objects))
+
+
+def overlaps_image(box: np.ndarray, height: int, width: int) -> bool:
+    """Whether [x1, y1, x2, y2] covers some area of the [0, width] x [0, height] image."""
+    x1, y1, x2, y2 = box
+    return bool(x2 > 0 and y2 > 0 and x1 < width and y1 < height)
+
+
+def size_and_centre(box: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(w, h) and centre (x, y) of a box by the reference's rule: from the box as given, then clipped.
+
+    Sizes are clipped to [0, size-1] and the centre to the pixel range [0, size-1] of each axis.
+    """
+    x1, y1, x2, y2 = box
+    last = np.array([width - 1, height - 1], np.float32)
+    size = np.clip(np.array([x2 - x1, y2 - y1], np.float32), 0, last)
+    centre = np.clip(np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float32), 0, last)
+    return size, centre
