@@ -1,8 +1,8 @@
 """Clip pipeline, loss, training loop, checkpoints/resume and DDP on tiny generated videos.
 
 The tiny `TinyDetector` below has the models' contract ((B,3,5,H,W) -> hm/wh/reg at stride 1)
-and is reached by the loop through the 'module:function' model name, also from subprocesses
-(this folder is put on PYTHONPATH there).
+and is registered as model 'tiny' when this module is imported; the training config names this
+module in `plugins`, so subprocesses import it too (this folder is put on PYTHONPATH there).
 """
 
 import atexit
@@ -25,6 +25,7 @@ from micml.data.unified import UnifiedDataset, UnifiedWriter, read_image
 from micml.engine import CheckpointError, load_checkpoint, model_from_checkpoint
 from micml.engine.distributed import launch_command
 from micml.engine.losses import CenterNetLoss, focal_loss, reg_l1_loss
+from micml.models import register
 from micml.engine.train import (EpochSampler, NonFiniteLossError, decode_detections, lr_at_epoch, pooled_f1,
                                 resolve_config, train)
 
@@ -75,7 +76,8 @@ def build_tiny(**options):
     return model
 
 
-TINY = "test_engine:build_tiny"
+TINY = "tiny"
+register(TINY, build_tiny)
 
 
 # --------------------------------------------------------------------------- tiny dataset
@@ -106,8 +108,8 @@ def dataset_root(tmp_path_factory):
 
 
 def tiny_config(**overrides):
-    config = {"model": TINY, "crop_size": 32, "batch_size": 2, "epochs": 2, "iters_per_epoch": 2,
-              "lr": 1e-3, "lr_steps": [1], "val_interval": 1, "num_workers": 0, "seed": 5,
+    config = {"model": TINY, "plugins": ["test_engine"], "crop_size": 32, "batch_size": 2, "epochs": 2,
+              "iters_per_epoch": 2, "lr": 1e-3, "lr_steps": [1], "val_interval": 1, "num_workers": 0, "seed": 5,
               "progress": False, "threads": 1}
     return {**config, **overrides}
 
@@ -291,13 +293,15 @@ def test_non_finite_loss_stops_and_names_the_step(dataset_root, tmp_path):
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1  # the last good state is kept
 
 
-def test_fresh_start_replaces_an_earlier_run_and_resume_refuses_another_model(dataset_root, tmp_path):
+def test_fresh_start_moves_the_earlier_run_aside_and_never_returns_its_best(dataset_root, tmp_path):
     train(tiny_config(epochs=2, val_interval=1), dataset_root, tmp_path)
-    train(tiny_config(epochs=1, val_interval=0), dataset_root, tmp_path, resume=False)
+    earlier = load_checkpoint(tmp_path / "best.pt")
+    train(tiny_config(epochs=1, val_interval=0), dataset_root, tmp_path, fresh=True)
     best = load_checkpoint(tmp_path / "best.pt")
     assert best["epoch"] == 1 and best["best"]["value"] is None  # not the earlier run's best.pt
-    with pytest.raises(CheckpointError, match="trained as model 'test_engine:build_tiny'.*--no-resume"):
-        train(tiny_config(epochs=2, model_options={"width": 4}), dataset_root, tmp_path)
+    (kept,) = (tmp_path / "superseded").iterdir()
+    assert load_checkpoint(kept / "best.pt")["weights_sha256"] == earlier["weights_sha256"]
+    assert {"last.pt", "log.csv", "provenance.json", "run.json"} <= {p.name for p in kept.iterdir()}
 
 
 def test_config_errors_name_the_key():

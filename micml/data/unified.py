@@ -12,6 +12,7 @@ killed conversion never leaves a folder that later rules would accept.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -308,6 +309,22 @@ class UnifiedDataset:
 
     def frame_path(self, video: str, frame: int) -> Path:
         return self.root / frame_relpath(video, frame)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of meta.json, every split's annotations and the name and size of every frame.
+
+        Frame bytes are not read (a real dataset is tens of GB); a re-encoded or replaced frame
+        changes its size in practice, a re-conversion with other settings its annotations or meta.
+        """
+        digest = hashlib.sha256()
+        for path in [self.root / META_FILE, *(self.annotation_file(split) for split in SPLITS)]:
+            digest.update(f"{path.name}\0".encode())
+            digest.update(path.read_bytes() if path.exists() else b"<absent>")
+        frames = self.root / "frames"
+        for path in sorted(frames.rglob("*")) if frames.is_dir() else []:
+            if path.is_file():
+                digest.update(f"{path.relative_to(frames).as_posix()}\0{path.stat().st_size}\0".encode())
+        return digest.hexdigest()
 
 
 def videos_from_coco(doc: Mapping) -> list[Video]:

@@ -4,18 +4,21 @@ A checkpoint is a dict of tensors and plain Python values only:
     format, model {name, options}, state_dict, optimizer (absent in best.pt), lr, epoch
     (completed epochs), iteration (iterations completed in epoch+1, 0 at an epoch boundary),
     global_step, rng, best {metric, value, epoch}, val (last validation metrics), config.
-The model name and options are what `micml.models.build` (or a 'module:function' builder) needs
-to rebuild the network, so a checkpoint is usable without the run's config file.
+The model name and options are what `micml.models.builder_for` needs to rebuild the network, so
+a checkpoint is usable without the run's config file. The name selects a registered model only:
+checkpoints are shared and downloaded, and loading one must never import or run code it names.
+`weights_sha256` (digest of the state_dict, `weights_digest`) is checked on every load, so a
+damaged tensor is an error rather than silently wrong detections.
 """
 
 from __future__ import annotations
 
-import importlib
+import hashlib
 import os
 import pickle
 import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -32,8 +35,10 @@ def save_checkpoint(path: Path | str, checkpoint: dict) -> Path:
     """Write to a temporary file in the same folder, flush to disk, then rename over `path`.
 
     A kill at any moment leaves either the previous complete file or the new complete file.
+    The state_dict's digest is recorded as `weights_sha256`.
     """
     path = Path(path)
+    checkpoint = {**checkpoint, "weights_sha256": weights_digest(checkpoint["state_dict"])}
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     with open(tmp, "wb") as handle:
         torch.save(checkpoint, handle)
@@ -45,20 +50,49 @@ def save_checkpoint(path: Path | str, checkpoint: dict) -> Path:
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; train first or pass the right path")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or foreign files
-        if refused_pickle(error):
-            raise CheckpointError(refused_pickle_message(path)) from None
-        raise CheckpointError(f"{path}: cannot be read as a micml checkpoint ({error_summary(error)}); "
-                              "delete it to start again, or point to another file") from None
+    checkpoint = read_weights_file(path, map_location)
     found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
     if found != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (found {found!r}); "
                               "a reference (model_best.pth) checkpoint loads with micml.models.load_reference_checkpoint")
+    verify_weights(checkpoint, path)
     return checkpoint
+
+
+def read_weights_file(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(weights_only=True)` of `path`, every failure a CheckpointError naming the file."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; train a model (`micml train`) or give the "
+                              "path of an existing checkpoint file")
+    try:
+        # weights_only=True: tensors and plain values only; never unpickle code from a shared file.
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or foreign files
+        if refused_pickle(error):
+            raise CheckpointError(refused_pickle_message(path)) from None
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({error_summary(error)}); the file is "
+                              "corrupt or truncated: re-train or re-download it") from None
+
+
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over every entry's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(state_dict[name].shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def verify_weights(checkpoint: Mapping, path: Path) -> None:
+    """Refuse weights that differ from the digest written with them (checkpoints made before
+    digests were recorded have none and are accepted)."""
+    recorded = checkpoint.get("weights_sha256")
+    if recorded is None:
+        return
+    if not isinstance(checkpoint.get("state_dict"), Mapping) or weights_digest(checkpoint["state_dict"]) != recorded:
+        raise CheckpointError(f"checkpoint corrupt: {path}: its weights do not match the SHA-256 recorded when it "
+                              "was written (damaged on disk or in transfer, or edited); re-train or re-download it")
 
 
 def refused_pickle(error: BaseException) -> bool:
@@ -84,17 +118,26 @@ def error_summary(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def resolve_builder(name: str) -> Callable[..., nn.Module]:
-    """`micml.models.build(name, ...)` for registry names; `pkg.module:function` for custom models."""
-    if ":" in name:
-        module_name, _, function = name.partition(":")
-        return getattr(importlib.import_module(module_name), function)
-    from micml.models import build  # imported late: the engine must not require the models at import time
-    return lambda **options: build(name, **options)
+def resolve_builder(name: object, source: Path | str | None = None) -> Callable[..., nn.Module]:
+    """The registered builder of model `name` (a variant or a model added with
+    `micml.models.register`); a CheckpointError naming `source` and the known models otherwise."""
+    from micml import models  # imported late: the engine must not require the models at import time
+
+    try:
+        return models.builder_for(name) if isinstance(name, str) else models.builder_for(repr(name))
+    except ValueError:
+        known = ", ".join(models.known_models())
+        if source is None:
+            raise ValueError(f"unknown model {str(name)[:80]!r} (known: {known}); a custom model is registered "
+                             "with micml.models.register by a module named in the training config's plugins") from None
+        raise CheckpointError(
+            f"{source}: names model {str(name)[:80]!r}, which is not a registered micml model (known: {known}); "
+            "a checkpoint selects a registered model and never names code to import: a custom model must be "
+            "registered with micml.models.register by the program that loads it") from None
 
 
-def build_model(name: str, options: dict | None = None) -> nn.Module:
-    return resolve_builder(name)(**dict(options or {}))
+def build_model(name: str, options: dict | None = None, source: Path | str | None = None) -> nn.Module:
+    return resolve_builder(name, source)(**dict(options or {}))
 
 
 def model_from_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -102,7 +145,7 @@ def model_from_checkpoint(path: Path | str, map_location: str | torch.device = "
     checkpoint = load_checkpoint(path, map_location)
     options = dict(checkpoint["model"]["options"])
     options.pop("pretrained", None)  # the checkpoint's weights replace it; the file may be gone
-    model = build_model(checkpoint["model"]["name"], options)
+    model = build_model(checkpoint["model"]["name"], options, source=path)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
 

@@ -1,11 +1,16 @@
 """Training loop: one model on one unified dataset, resumable, single process or under torchrun.
 
-    train(config, dataset_root, out_dir, *, resume=True, validate=None, progress=None) -> best.pt
+    train(config, dataset_root, out_dir, *, fresh=False, validate=None, progress=None) -> best.pt
 
 Writes into `out_dir`: `last.pt` (every epoch, and every `checkpoint_every` iterations),
 `best.pt` (best validation F1; the test split is never read), `log.csv` (one row per logged
-iteration and per validation) and `provenance.json` (resolved config, versions, seed, git
-commit, host, device, one entry per start or resume).
+iteration and per validation), `provenance.json` (resolved config, versions, seed, git
+commit, host, device, one entry per start or resume) and `run.json` (the run's identity:
+everything that changes its result, see `run_identity`).
+
+A run resumes from `last.pt` only when its identity equals the one asked for; otherwise it stops
+and names the settings that differ. `fresh=True` (`--fresh`) starts again and moves the earlier
+run's files to `out_dir/superseded/<its fingerprint>/`: nothing is deleted.
 
 Command line (what the workflow rule and `micml train` run; see `launch_command` for torchrun):
     python -m micml.engine.train --config train.yaml --data results/data/rscar --out results/rscar/dsfnet/checkpoints
@@ -15,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import importlib
 import json
 import logging
 import math
@@ -36,12 +43,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+import micml
 from micml.data.clips import Augmentation, ClipDataset, as_size, collate_clips
 from micml.engine.checkpoint import (
     FORMAT,
     CheckpointError,
     build_model,
     capture_rng_state,
+    error_summary,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -60,14 +69,19 @@ from micml.precision import AMP_DTYPES, autocast
 
 log = logging.getLogger("micml.engine")
 
-LAST, BEST, LOG_CSV, PROVENANCE = "last.pt", "best.pt", "log.csv", "provenance.json"
+LAST, BEST, LOG_CSV, PROVENANCE, RUN_IDENTITY = "last.pt", "best.pt", "log.csv", "provenance.json", "run.json"
+SUPERSEDED = "superseded"
+# Settings of the machine and of the logs, not of the experiment: a run killed on one machine may
+# resume with other cores, workers or devices (they change float rounding, not what is trained).
+MACHINE_KEYS = ("device", "threads", "num_workers", "progress", "log_interval", "checkpoint_every")
 LOSS_NAMES = ("hm", "wh", "reg", "total")
 TARGET_KEYS = ("hm", "wh", "reg", "ind", "reg_mask")
 
 # Defaults: the paper's optimisation profile (Adam 1.25e-4, x0.1 after epochs 30 and 45, 55
 # epochs, validation every 5) with a crop and batch a 2-core CPU can afford (the paper: 512, 2).
 DEFAULTS: dict = {
-    "model": "dsfnet",              # micml.models variant, or 'package.module:function' for a custom builder
+    "model": "dsfnet",              # micml.models variant, or a model registered by one of `plugins`
+    "plugins": [],                  # modules imported before the model is built (they call micml.models.register)
     "model_options": {},            # keyword arguments of the builder (e.g. pretrained, head_conv)
     "crop_size": 96,                # training crop, int or [h, w], multiple of 16 (paper: 512)
     "batch_size": 4,                # global batch per optimiser step, split over torchrun processes
@@ -108,6 +122,10 @@ class NonFiniteLossError(TrainingError):
     pass
 
 
+class StaleRunError(TrainingError):
+    """The output folder holds a run of other settings; resuming it would mislabel the result."""
+
+
 # --------------------------------------------------------------------------- configuration
 
 
@@ -144,6 +162,9 @@ def resolve_config(config: Mapping | None) -> dict:
         raise ValueError(f"training config: {error}") from None
     if not isinstance(resolved["model"], str) or not resolved["model"]:
         raise ValueError(f"training config: model must be a variant name, found {resolved['model']!r}")
+    plugins = resolved["plugins"] = list(resolved["plugins"] or [])
+    if not all(isinstance(name, str) and name for name in plugins):
+        raise ValueError(f"training config: plugins must be a list of module names, found {plugins!r}")
     return resolved
 
 
@@ -347,6 +368,114 @@ def write_provenance(out_dir: Path, config: Mapping, dataset_root: Path, record:
     os.replace(tmp, path)
 
 
+# --------------------------------------------------------------------------- run identity
+
+
+def run_identity(config: Mapping, dataset_root: Path) -> dict:
+    """Everything that changes what a run trains: the resolved training settings (model variant,
+    options, schedule, crops, augmentation, seed...) less `MACHINE_KEYS`, the dataset's
+    fingerprint and micml's version (not the git commit: a documentation commit must not
+    orphan a week of training)."""
+    from micml.data.unified import UnifiedDataset
+
+    training = {key: value for key, value in config.items() if key not in MACHINE_KEYS}
+    return json.loads(json.dumps({"training": training, "dataset": UnifiedDataset(dataset_root).fingerprint(),
+                                  "micml": micml.__version__}))
+
+
+def identity_fingerprint(identity: Mapping) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def read_identity(out_dir: Path) -> dict | None:
+    """The identity recorded in `out_dir/run.json`; None where no run has started there."""
+    path = out_dir / RUN_IDENTITY
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["identity"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise StaleRunError(f"{path}: unreadable ({error_summary(error)}); start afresh with --fresh "
+                            "(the earlier files are moved aside) or use another output folder") from None
+
+
+def write_identity(out_dir: Path, identity: Mapping) -> None:
+    document = {"fingerprint": identity_fingerprint(identity), "identity": dict(identity)}
+    tmp = out_dir / f".{RUN_IDENTITY}.tmp"
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=True))
+    os.replace(tmp, out_dir / RUN_IDENTITY)
+
+
+def identity_changes(recorded: Mapping, asked: Mapping, prefix: str = "") -> list[str]:
+    """'key: recorded -> asked' for every leaf that differs (nested keys joined with '.')."""
+    changes = []
+    for key in sorted(set(recorded) | set(asked), key=str):
+        old, new = recorded.get(key, "<unset>"), asked.get(key, "<unset>")
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            changes += identity_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {_short(old)} -> {_short(new)}")
+    return changes
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def earlier_run_files(out_dir: Path) -> list[Path]:
+    names = (LAST, BEST, LOG_CSV, PROVENANCE, RUN_IDENTITY)
+    return [out_dir / name for name in names if (out_dir / name).exists()]
+
+
+def check_resumable(out_dir: Path, identity: Mapping) -> bool:
+    """Whether `out_dir` holds this very run to resume; StaleRunError when it holds another."""
+    files = earlier_run_files(out_dir)
+    if not files:
+        return False
+    recorded = read_identity(out_dir)
+    how = ("It was not resumed. Start afresh with --fresh (micml train; the earlier files are moved to "
+           f"{out_dir / SUPERSEDED}/<fingerprint>/, nothing is deleted) or use another output folder.")
+    if recorded is None:
+        raise StaleRunError(f"{out_dir}: holds {', '.join(p.name for p in files)} of a run whose settings were "
+                            f"not recorded (no {RUN_IDENTITY}). {how}")
+    changes = identity_changes(recorded, identity)
+    if changes:
+        shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+        raise StaleRunError(f"{out_dir}: holds a run with other settings ({shown}). {how}")
+    return (out_dir / LAST).exists()
+
+
+def supersede_earlier_run(out_dir: Path) -> Path | None:
+    """Move an earlier run's files to out_dir/superseded/<fingerprint>/ (never delete a run)."""
+    files = earlier_run_files(out_dir)
+    if not files:
+        return None
+    try:
+        label = identity_fingerprint(read_identity(out_dir) or {})[:12]
+    except StaleRunError:
+        label = "unrecorded"
+    target = out_dir / SUPERSEDED / label
+    if target.exists():  # the same settings superseded before
+        target = target.with_name(f"{label}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    target.mkdir(parents=True)
+    for path in files:
+        os.replace(path, target / path.name)
+    log.warning("starting afresh: the earlier run's files (%s) moved to %s", ", ".join(p.name for p in files), target)
+    return target
+
+
+def import_plugins(names: Sequence[str]) -> None:
+    """Import the modules a training config names; they register custom models. (The training
+    config is code its author chose; a checkpoint never imports anything.)"""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise ValueError(f"training config: plugin module {name!r} cannot be imported ({error}); "
+                             "put it on PYTHONPATH or remove it from plugins") from None
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -360,13 +489,14 @@ class TrainState:
     last_val: dict = field(default_factory=dict)
 
 
-def train(config: Mapping, dataset_root: Path | str, out_dir: Path | str, *, resume: bool = True,
+def train(config: Mapping, dataset_root: Path | str, out_dir: Path | str, *, fresh: bool = False,
           validate: Validator | None = None, progress: bool | None = None) -> Path:
     """Train `config['model']` on the train split of `dataset_root`; return `out_dir/best.pt`.
 
-    `resume`: continue from `out_dir/last.pt` when it exists (epoch, iteration, optimizer, lr,
-    RNG and best metric continue); False starts again and overwrites. `validate(model, val
-    dataset, device) -> {'f1': ..., ...}` replaces the built-in F1 validation. `progress`
+    A run of the same identity in `out_dir` is continued from its `last.pt` (epoch, iteration,
+    optimizer, lr, RNG and best metric continue); a run of another identity is a StaleRunError.
+    `fresh`: start again, the earlier run's files moved to `out_dir/superseded/`. `validate(model,
+    val dataset, device) -> {'f1': ..., ...}` replaces the built-in F1 validation. `progress`
     overrides the config's progress setting.
     """
     config = resolve_config(config)
@@ -374,7 +504,7 @@ def train(config: Mapping, dataset_root: Path | str, out_dir: Path | str, *, res
         config["progress"] = bool(progress)
     context = init_distributed(config["device"])
     try:
-        best = _train(config, Path(dataset_root), Path(out_dir), resume, validate, context)
+        best = _train(config, Path(dataset_root), Path(out_dir), fresh, validate, context)
     except BaseException:
         shutdown(context, wait=False)
         raise
@@ -382,7 +512,7 @@ def train(config: Mapping, dataset_root: Path | str, out_dir: Path | str, *, res
     return best
 
 
-def _train(config: dict, dataset_root: Path, out_dir: Path, resume: bool,
+def _train(config: dict, dataset_root: Path, out_dir: Path, fresh: bool,
            validate: Validator | None, context: DistContext) -> Path:
     if config["batch_size"] % context.world_size:
         raise ValueError(f"training config: batch_size {config['batch_size']} (global) is not divisible by "
@@ -401,6 +531,7 @@ def _train(config: dict, dataset_root: Path, out_dir: Path, resume: bool,
         raise TrainingError(f"{dataset_root}: the train split has no frames; check the conversion")
     val_set = make_val_set(config, dataset_root)
 
+    import_plugins(config["plugins"])
     model = build_model(config["model"], config["model_options"]).to(context.device)
     if effective["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
@@ -408,16 +539,22 @@ def _train(config: dict, dataset_root: Path, out_dir: Path, resume: bool,
     scaler = torch.amp.GradScaler("cuda", enabled=effective["amp"] == "fp16")
 
     state, resumed_from = TrainState(), None
+    identity = run_identity(config, dataset_root)
     last_path = out_dir / LAST
-    if resume and last_path.exists():
-        state = restore(last_path, config, model, optimizer, scaler, context.device)
+    if fresh:
+        barrier(context)  # every rank has decided before the main one moves the files
+        if context.is_main:
+            supersede_earlier_run(out_dir)
+    elif check_resumable(out_dir, identity):
+        state = restore(last_path, identity_fingerprint(identity), model, optimizer, scaler, context.device)
         resumed_from = {"epoch": state.epoch, "iteration": state.iteration, "step": state.global_step}
         log.info("resuming %s at epoch %d, iteration %d (step %d)", last_path, state.epoch + 1,
                  state.iteration, state.global_step)
     csv_log = None
     if context.is_main:
         if resumed_from is None:
-            remove_stale_checkpoints(out_dir)
+            supersede_earlier_run(out_dir)  # the same settings, stopped before a last.pt: its log only
+        write_identity(out_dir, identity)
         csv_log = CsvLog(out_dir / LOG_CSV, keep_up_to_step=state.global_step if resumed_from else None)
         write_provenance(out_dir, config, dataset_root,
                          run_record(context, effective, resumed_from), fresh=resumed_from is None)
@@ -425,17 +562,9 @@ def _train(config: dict, dataset_root: Path, out_dir: Path, resume: bool,
     network = wrap_model(model, context, sync_batchnorm=config["sync_batchnorm"],
                          find_unused_parameters=config["find_unused_parameters"])
     loop = Loop(config, context, effective, model, network, optimizer, scaler, train_set, val_set,
-                validate or make_f1_validator(config), out_dir, csv_log, state)
+                validate or make_f1_validator(config), out_dir, csv_log, state, identity_fingerprint(identity))
     loop.run()
     return out_dir / BEST
-
-
-def remove_stale_checkpoints(out_dir: Path) -> None:
-    """A fresh start must not leave an older run's files to be resumed from or returned as best."""
-    for name in (LAST, BEST):
-        if (out_dir / name).exists():
-            log.warning("starting afresh: removing %s of an earlier run", out_dir / name)
-            (out_dir / name).unlink()
 
 
 def seed_everything(seed: int) -> None:
@@ -472,16 +601,13 @@ def make_val_set(config: Mapping, dataset_root: Path) -> ClipDataset | None:
     return val_set
 
 
-def restore(path: Path, config: Mapping, model: nn.Module, optimizer: torch.optim.Optimizer,
+def restore(path: Path, fingerprint: str, model: nn.Module, optimizer: torch.optim.Optimizer,
             scaler: torch.amp.GradScaler, device: torch.device) -> TrainState:
     checkpoint = load_checkpoint(path, map_location=device)
-    trained_as = checkpoint["model"]
-    asked = {"name": config["model"], "options": config["model_options"]}
-    if trained_as["name"] != asked["name"] or trained_as["options"] != asked["options"]:
-        raise CheckpointError(
-            f"{path}: was trained as model {trained_as['name']!r} with options {trained_as['options']}, "
-            f"but the config asks for {asked['name']!r} with {asked['options']}; use another output "
-            "folder, or train with resume=False (--no-resume) to start again")
+    if checkpoint.get("run") != fingerprint:  # a last.pt copied in from another run
+        raise StaleRunError(f"{path}: belongs to run {str(checkpoint.get('run'))[:12]}, not to the run recorded in "
+                            f"{path.parent / RUN_IDENTITY} ({fingerprint[:12]}); it was not resumed. Start afresh "
+                            "with --fresh or use another output folder.")
     model.load_state_dict(checkpoint["state_dict"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     if "scaler" in checkpoint:
@@ -496,11 +622,11 @@ class Loop:
     """The epoch/iteration loop; its attributes are what a checkpoint saves."""
 
     def __init__(self, config, context, effective, model, network, optimizer, scaler, train_set, val_set,
-                 validate, out_dir, csv_log, state):
+                 validate, out_dir, csv_log, state, fingerprint):
         self.config, self.context, self.effective = config, context, effective
         self.model, self.network, self.optimizer, self.scaler = model, network, optimizer, scaler
         self.train_set, self.val_set, self.validate = train_set, val_set, validate
-        self.out_dir, self.csv_log, self.state = out_dir, csv_log, state
+        self.out_dir, self.csv_log, self.state, self.fingerprint = out_dir, csv_log, state, fingerprint
         self.loss_fn = CenterNetLoss()
         self.amp = effective["amp"]
         self.iterations = iterations_per_epoch(config, len(train_set))
@@ -634,6 +760,7 @@ class Loop:
             "best": {"metric": "f1", "value": self.state.best_value, "epoch": self.state.best_epoch},
             "val": dict(self.state.last_val),
             "config": dict(self.config),
+            "run": self.fingerprint,
         }
         if with_optimizer:
             checkpoint["optimizer"] = self.optimizer.state_dict()
@@ -681,7 +808,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="YAML/JSON file of training settings (keys and defaults: DEFAULTS in micml/engine/train.py)")
     parser.add_argument("--data", required=True, help="unified dataset folder (results/data/<dataset>)")
     parser.add_argument("--out", required=True, help="output folder for last.pt, best.pt, log.csv, provenance.json")
-    parser.add_argument("--no-resume", action="store_true", help="start again even if OUT/last.pt exists")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start again; an earlier run in OUT is moved to OUT/superseded/ (never deleted)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -692,7 +820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        best = train(read_config_file(args.config), args.data, args.out, resume=not args.no_resume,
+        best = train(read_config_file(args.config), args.data, args.out, fresh=args.fresh,
                      progress=False if args.no_progress else None)
     except (ValueError, OSError, CheckpointError, TrainingError) as error:  # ours name the file and the fix
         # One line, not a traceback: `micml train` and the workflow's log show it as the error.

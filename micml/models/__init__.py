@@ -9,7 +9,7 @@ from .heads import centernet_heads
 from .motion import MotionModule
 from .necks import DLAUp, IDAUp
 from .parameters import count_parameters
-from .registry import OPTIONS, VARIANTS, build, describe, rebuild
+from .registry import OPTIONS, VARIANTS, build, builder_for, describe, known_models, rebuild, register
 from .temporal import TemporalBranch
 
 __all__ = [
@@ -24,10 +24,13 @@ __all__ = [
     "centernet_heads",
     "load_imagenet_weights",
     "build",
+    "builder_for",
     "count_parameters",
     "convert_reference_state_dict",
     "describe",
+    "known_models",
     "load_reference_checkpoint",
     "optimize_for_inference",
     "rebuild",
+    "register",
 ]

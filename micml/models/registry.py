@@ -35,6 +35,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
 
 from .backbone import DLA34, load_imagenet_weights
 from .detector import Detector
@@ -78,6 +81,34 @@ FUSED_CHANNELS = (16, 32, 64)
 HEAD_IN_CHANNELS = 16
 
 
+# Builders of models defined outside micml (a research prototype, a test stand-in), added by the
+# program that defines them with `register`. A checkpoint's model name selects among these and
+# the variants above only: loading a checkpoint never imports the code a file names.
+_CUSTOM_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str, builder: Callable[..., nn.Module]) -> None:
+    """Make `builder(**options)` buildable (and its checkpoints loadable) as model `name`
+    (registering a name again replaces its builder: a module may be imported twice)."""
+    if not isinstance(name, str) or not name or ":" in name or name in _SPECS:
+        raise ValueError(f"cannot register a model as {name!r}: the name must be non-empty, without ':' "
+                         f"and not a built-in variant ({', '.join(VARIANTS)})")
+    _CUSTOM_BUILDERS[name] = builder
+
+
+def known_models() -> tuple[str, ...]:
+    """Every name `builder_for` accepts: the variants, then the registered custom models."""
+    return VARIANTS + tuple(_CUSTOM_BUILDERS)
+
+
+def builder_for(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as `name`; ValueError naming the known models otherwise."""
+    if name in _CUSTOM_BUILDERS:
+        return _CUSTOM_BUILDERS[name]
+    _spec(name)
+    return lambda **options: build(name, **options)
+
+
 def describe(name: str) -> str:
     """One line about a variant."""
     return _spec(name).summary
@@ -85,7 +116,7 @@ def describe(name: str) -> str:
 
 def _spec(name: str) -> VariantSpec:
     if name not in _SPECS:
-        raise ValueError(f"unknown model variant {name!r}; valid names: {', '.join(VARIANTS)}")
+        raise ValueError(f"unknown model {str(name)[:80]!r}; known models: {', '.join(known_models())}")
     return _SPECS[name]
 
 
