@@ -75,8 +75,8 @@ def standin_build(name: str, **options) -> LocalStandIn:
 
 @pytest.fixture
 def standin_registry(monkeypatch):
-    """Make `micml.models.build` (what checkpoints are rebuilt with) build stand-ins."""
-    monkeypatch.setattr(micml.models, "build", standin_build)
+    """Make the registry's `build` (what checkpoints of variants are rebuilt with) build stand-ins."""
+    monkeypatch.setattr(micml.models.registry, "build", standin_build)
 
 
 def save_checkpoint(path: Path, model: nn.Module, options: dict, layout: str = "engine") -> Path:
