@@ -13,15 +13,21 @@
 #   results/{dataset}/plots/                   pr_curves.png, per_video_f1.png, training_curves.png
 #   results/ops/dcn_check.{json,md}            deformable-convolution check on this machine
 #   results/tables/                            models.*, paper_{main,per_video_*,ablation,efficiency}.*
-from snakemake.utils import min_version, validate
+import sys
+
+from snakemake.utils import min_version
 
 min_version("9.0")
+sys.path.insert(0, workflow.basedir)  # micml from this checkout, also where only Snakemake is installed
+from micml.config import command_line_training, validate_workflow_config
 
 
 configfile: "config/config.yaml"
 
 
-validate(config, "config/schema.yaml")
+# config/schema.yaml, defaults filled in; an error names the file (or --config) that set the key.
+config.update(validate_workflow_config(config, workflow.configfiles, workflow.config_settings.config))
+TRAINING_OVERRIDES = command_line_training(workflow.config_settings.config)
 
 
 include: "rules/common.smk"

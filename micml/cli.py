@@ -231,11 +231,14 @@ def _evaluate(parser):
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split scored")
     parser.add_argument("--protocol", action="append", dest="protocols",
                         help="only this protocol (repeatable; default: those in the dataset's meta.json)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="score only the frames that have a .mat file; every output is marked partial")
 
     def run(args):
         from micml.evaluation.report_tables import evaluate_predictions
 
-        tables = evaluate_predictions(args.dataset, args.predictions, args.split, args.out, protocols=args.protocols)
+        tables = evaluate_predictions(args.dataset, args.predictions, args.split, args.out, protocols=args.protocols,
+                                      allow_partial=args.allow_partial)
         for name, table in tables.items():
             if name != "pr_curve":
                 print(f"{name}\n{table.to_string()}\n")

@@ -9,6 +9,7 @@ rule train:
         model="results/{dataset}/{model}/model.pt",
     params:
         training=config["training"],
+        overrides=TRAINING_OVERRIDES,
         out_dir=train_dir,
     threads: 2
     resources:

@@ -37,9 +37,10 @@ def test_every_schema_key_has_description_and_default():
 @pytest.mark.parametrize(
     "mutate, fragment",
     [
-        (lambda c: c["datasets"]["synthetic"].update(format="mp4"), "'datasets/synthetic/format'"),
-        (lambda c: c["synthetic"].update(seed="zero"), "'synthetic/seed': 'zero' is not of type 'integer'"),
-        (lambda c: c.update(dataset={}), "Additional properties are not allowed ('dataset' was unexpected)"),
+        (lambda c: c["datasets"]["synthetic"].update(format="mp4"), "invalid value at 'datasets.synthetic.format'"),
+        (lambda c: c["synthetic"].update(seed="zero"),
+         "invalid value at 'synthetic.seed': 'zero' is not of type 'integer'"),
+        (lambda c: c.update(dataset={}), "unknown key 'dataset'; did you mean 'datasets'?"),
         (lambda c: c["datasets"].update({"bad name": {"format": "viso", "source": "archive"}}), "does not match"),
     ],
 )
@@ -49,7 +50,7 @@ def test_bad_config_names_the_key(mutate, fragment):
     with pytest.raises(ConfigError) as error:
         validate(config, source="config.yaml")
     assert fragment in str(error.value)
-    assert str(error.value).startswith("config.yaml: invalid value at")
+    assert str(error.value).startswith("config.yaml: ") and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("name", ["config/paper.yaml", ".test/config.yaml"])

@@ -169,14 +169,22 @@ def test_default_profile_without_gpus_runs_everything_on_the_cpu(tmp_path):
 
 
 def test_torchrun_processes_share_the_cpus_of_the_job(monkeypatch, tmp_path):
-    """A job granted 8 CPUs (set-threads) and 4 GPUs runs 4 processes of 2 threads each."""
+    """A job granted 8 CPUs (set-threads) and 4 GPUs runs 4 processes of 2 threads each; with one
+    GPU or none it trains in its own process with all 8."""
     from micml.engine import launch
 
-    launched = []
+    launched, in_process = [], []
     monkeypatch.setattr(launch, "_run_logged", lambda command, log_path: launched.append(command))
-    for gpus, expected in ((4, 2), (1, 8), (0, 8), (16, 1)):
+    monkeypatch.setattr(launch, "train", lambda config, *args, **kwargs: in_process.append(config) or tmp_path / "x")
+    for gpus, expected in ((4, 2), (16, 1)):
         with pytest.raises(RuntimeError, match="without a best checkpoint"):  # nothing was trained
             launch.run_training({"epochs": 1}, "dsfnet", tmp_path / "data", tmp_path / "run", tmp_path / "model.pt",
                                 nproc=gpus, threads=8)
         assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["threads"] == expected, gpus
-        assert ("--nproc-per-node" in launched[-1]) == (gpus > 1)
+        assert "--nproc-per-node" in launched[-1]
+    for gpus in (0, 1):
+        with pytest.raises(FileNotFoundError):  # the stand-in trained nothing to copy
+            launch.run_training({"epochs": 1}, "dsfnet", tmp_path / "data", tmp_path / "run", tmp_path / "model.pt",
+                                nproc=gpus, threads=8)
+        assert in_process[-1]["threads"] == 8
+    assert len(launched) == 2

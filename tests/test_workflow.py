@@ -103,6 +103,9 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
         for model in config["models"]:
             run = tmp_path / "results" / dataset / model
             assert (run / "train" / "last.pt").is_file() and (run / "model.pt").is_file()
+            steps = [row for row in pd.read_csv(run / "train" / "log.csv").itertuples() if row.kind == "train"]
+            budget = {**config["training"], **config["training"]["per_model"][model]}
+            assert len(steps) == budget["epochs"] * budget["iters_per_epoch"], (dataset, model)
             predicted = json.loads((run / "predictions" / "test" / "predict.json").read_text())
             mats = list((run / "predictions" / "test" / "mat").rglob("*.mat"))
             assert predicted["frames"] == len(mats) > 0  # one .mat per test frame, empty ones included

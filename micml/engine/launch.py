@@ -1,9 +1,12 @@
-"""Start a training run the way the workflow does: one process, or torchrun over N GPUs.
+"""Start a training run the way the workflow does: in this process, or torchrun over N GPUs.
 
 The workflow's `train` rule and `micml train` both call `run_training`. The run writes its
-resumable state (last.pt, log.csv, provenance.json) into `out_dir`, which is not a declared
-Snakemake output, so a killed job restarts where it stopped; only when training finished is
-the best checkpoint copied to the declared output.
+resumable state (last.pt, log.csv, provenance.json, run.json) into `out_dir`, which is not a
+declared Snakemake output, so a killed job restarts where it stopped; only when training
+finished is the best checkpoint copied to the declared output.
+
+Settings are layered, later layers winning: micml's defaults < the config file's `training`
+section < its `per_model` entry for the model < `overrides` (the command line's `--set`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Mapping
 import yaml
 
 from micml.engine.distributed import launch_command
-from micml.engine.train import BEST, resolve_config
+from micml.engine.train import BEST, resolve_config, train
 
 log = logging.getLogger(__name__)
 
@@ -26,41 +29,54 @@ RUN_CONFIG = "config.yaml"
 LOG_TAIL_LINES = 25
 
 
-def model_training_config(training: Mapping, model: str, *, threads: int | None = None) -> dict:
-    """The workflow's `training` section for one variant: shared keys, then its per_model
-    overrides; `threads` (the job's CPU share, a machine setting) sets torch's thread count."""
+def model_training_config(training: Mapping, model: str, *, overrides: Mapping | None = None,
+                          threads: int | None = None) -> dict:
+    """The workflow's `training` section for one variant: shared keys, its per_model entry, then
+    `overrides`; `threads` (the job's CPU share, a machine setting) sets torch's thread count."""
     shared = {key: value for key, value in training.items() if key != "per_model"}
-    overrides = dict((training.get("per_model") or {}).get(model, {}))
+    per_model = dict((training.get("per_model") or {}).get(model, {}))
     machine = {} if threads is None else {"threads": threads}
-    return resolve_config({**shared, **overrides, **machine, "model": model})
+    return resolve_config({**shared, **per_model, **machine, **dict(overrides or {}), "model": model})
 
 
 def run_training(training: Mapping, model: str, dataset_root: Path | str, out_dir: Path | str,
                  model_path: Path | str, *, nproc: int = 0, threads: int | None = None,
+                 overrides: Mapping | None = None, fresh: bool = False, supersede_other: bool = False,
                  log_path: Path | str | None = None) -> Path:
     """Train `model` on a unified dataset; copy the best checkpoint to `model_path`.
 
-    `nproc` is the number of GPUs granted (0 or 1: one process; N > 1: torchrun with N).
+    `nproc` is the number of GPUs granted (0 or 1: this process; N > 1: torchrun with N).
+    `fresh` and `supersede_other` are `micml.engine.train.train`'s.
     """
     out_dir, model_path = Path(out_dir), Path(model_path)
     # The job's threads are shared by the torchrun processes, one per GPU: each taking all of
     # them would oversubscribe the CPUs the cluster granted (sbatch --cpus-per-task).
     per_process = None if threads is None else max(1, threads // max(1, nproc))
-    config = model_training_config(training, model, threads=per_process)  # bad settings fail here
+    config = model_training_config(training, model, overrides=overrides, threads=per_process)  # bad settings fail here
+    if nproc <= 1:
+        best = train(config, dataset_root, out_dir, fresh=fresh, supersede_other=supersede_other)
+    else:
+        best = _run_torchrun(config, nproc, dataset_root, out_dir, fresh, supersede_other, log_path)
+    tmp = model_path.with_name(model_path.name + ".tmp")
+    shutil.copyfile(best, tmp)
+    os.replace(tmp, model_path)
+    return model_path
+
+
+def _run_torchrun(config: Mapping, nproc: int, dataset_root: Path | str, out_dir: Path, fresh: bool,
+                  supersede_other: bool, log_path: Path | str | None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / RUN_CONFIG
-    config_path.write_text(yaml.safe_dump(config, sort_keys=True))
+    config_path.write_text(yaml.safe_dump(dict(config), sort_keys=True))
+    flags = ["--fresh"] * fresh + ["--supersede-other"] * supersede_other
     command = launch_command(nproc, ["--config", config_path, "--data", dataset_root, "--out", out_dir,
-                                     "--no-progress"])
+                                     "--no-progress", *flags])
     log.info("running: %s", " ".join(map(str, command)))
     _run_logged(command, log_path)
     best = out_dir / BEST
     if not best.is_file():
         raise RuntimeError(f"{best}: training finished without a best checkpoint; see {log_path or 'the log'}")
-    tmp = model_path.with_name(model_path.name + ".tmp")
-    shutil.copyfile(best, tmp)
-    os.replace(tmp, model_path)
-    return model_path
+    return best
 
 
 def _run_logged(command: list, log_path: Path | str | None) -> None:

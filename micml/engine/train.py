@@ -125,6 +125,10 @@ class NonFiniteLossError(TrainingError):
 class StaleRunError(TrainingError):
     """The output folder holds a run of other settings; resuming it would mislabel the result."""
 
+    def __init__(self, message: str, differences: str = ""):
+        super().__init__(message)
+        self.differences = differences or message
+
 
 # --------------------------------------------------------------------------- configuration
 
@@ -437,12 +441,13 @@ def check_resumable(out_dir: Path, identity: Mapping) -> bool:
     how = ("It was not resumed. Start afresh with --fresh (micml train; the earlier files are moved to "
            f"{out_dir / SUPERSEDED}/<fingerprint>/, nothing is deleted) or use another output folder.")
     if recorded is None:
-        raise StaleRunError(f"{out_dir}: holds {', '.join(p.name for p in files)} of a run whose settings were "
-                            f"not recorded (no {RUN_IDENTITY}). {how}")
+        what = f"{out_dir}: holds {', '.join(p.name for p in files)} of a run whose settings were not recorded"
+        raise StaleRunError(f"{what} (no {RUN_IDENTITY}). {how}", what)
     changes = identity_changes(recorded, identity)
     if changes:
         shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
-        raise StaleRunError(f"{out_dir}: holds a run with other settings ({shown}). {how}")
+        raise StaleRunError(f"{out_dir}: holds a run with other settings ({shown}). {how}",
+                            f"{out_dir}: holds a run with other settings ({shown})")
     return (out_dir / LAST).exists()
 
 
@@ -463,6 +468,23 @@ def supersede_earlier_run(out_dir: Path) -> Path | None:
         os.replace(path, target / path.name)
     log.warning("starting afresh: the earlier run's files (%s) moved to %s", ", ".join(p.name for p in files), target)
     return target
+
+
+def resumable(out_dir: Path, identity: Mapping, *, fresh: bool, supersede_other: bool,
+              context: DistContext) -> bool:
+    """Whether to resume `out_dir/last.pt`; an earlier run that is not resumed is moved aside
+    (`fresh`, or `supersede_other` for one of other settings) or refused (StaleRunError)."""
+    if not fresh:
+        try:
+            return check_resumable(out_dir, identity)
+        except StaleRunError as error:
+            if not supersede_other:
+                raise
+            log.warning("%s: not resumed, training afresh", error.differences)
+    barrier(context)  # every rank has decided before the main one moves the files
+    if context.is_main:
+        supersede_earlier_run(out_dir)
+    return False
 
 
 def import_plugins(names: Sequence[str]) -> None:
@@ -490,12 +512,15 @@ class TrainState:
 
 
 def train(config: Mapping, dataset_root: Path | str, out_dir: Path | str, *, fresh: bool = False,
-          validate: Validator | None = None, progress: bool | None = None) -> Path:
+          supersede_other: bool = False, validate: Validator | None = None, progress: bool | None = None) -> Path:
     """Train `config['model']` on the train split of `dataset_root`; return `out_dir/best.pt`.
 
     A run of the same identity in `out_dir` is continued from its `last.pt` (epoch, iteration,
     optimizer, lr, RNG and best metric continue); a run of another identity is a StaleRunError.
-    `fresh`: start again, the earlier run's files moved to `out_dir/superseded/`. `validate(model,
+    `fresh`: start again, the earlier run's files moved to `out_dir/superseded/`. `supersede_other`:
+    resume a run of the same identity, but move one of another identity aside instead of refusing
+    (the workflow: its config is the truth, and Snakemake reruns the job because a setting
+    changed). `validate(model,
     val dataset, device) -> {'f1': ..., ...}` replaces the built-in F1 validation. `progress`
     overrides the config's progress setting.
     """
@@ -504,7 +529,7 @@ def train(config: Mapping, dataset_root: Path | str, out_dir: Path | str, *, fre
         config["progress"] = bool(progress)
     context = init_distributed(config["device"])
     try:
-        best = _train(config, Path(dataset_root), Path(out_dir), fresh, validate, context)
+        best = _train(config, Path(dataset_root), Path(out_dir), fresh, supersede_other, validate, context)
     except BaseException:
         shutdown(context, wait=False)
         raise
@@ -512,7 +537,7 @@ def train(config: Mapping, dataset_root: Path | str, out_dir: Path | str, *, fre
     return best
 
 
-def _train(config: dict, dataset_root: Path, out_dir: Path, fresh: bool,
+def _train(config: dict, dataset_root: Path, out_dir: Path, fresh: bool, supersede_other: bool,
            validate: Validator | None, context: DistContext) -> Path:
     if config["batch_size"] % context.world_size:
         raise ValueError(f"training config: batch_size {config['batch_size']} (global) is not divisible by "
@@ -541,11 +566,7 @@ def _train(config: dict, dataset_root: Path, out_dir: Path, fresh: bool,
     state, resumed_from = TrainState(), None
     identity = run_identity(config, dataset_root)
     last_path = out_dir / LAST
-    if fresh:
-        barrier(context)  # every rank has decided before the main one moves the files
-        if context.is_main:
-            supersede_earlier_run(out_dir)
-    elif check_resumable(out_dir, identity):
+    if resumable(out_dir, identity, fresh=fresh, supersede_other=supersede_other, context=context):
         state = restore(last_path, identity_fingerprint(identity), model, optimizer, scaler, context.device)
         resumed_from = {"epoch": state.epoch, "iteration": state.iteration, "step": state.global_step}
         log.info("resuming %s at epoch %d, iteration %d (step %d)", last_path, state.epoch + 1,
@@ -810,6 +831,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output folder for last.pt, best.pt, log.csv, provenance.json")
     parser.add_argument("--fresh", action="store_true",
                         help="start again; an earlier run in OUT is moved to OUT/superseded/ (never deleted)")
+    parser.add_argument("--supersede-other", action="store_true",
+                        help="resume a run of the same settings, move one of other settings to OUT/superseded/")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -821,7 +844,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", stream=sys.stderr)
     try:
         best = train(read_config_file(args.config), args.data, args.out, fresh=args.fresh,
-                     progress=False if args.no_progress else None)
+                     supersede_other=args.supersede_other, progress=False if args.no_progress else None)
     except (ValueError, OSError, CheckpointError, TrainingError) as error:  # ours name the file and the fix
         # One line, not a traceback: `micml train` and the workflow's log show it as the error.
         # (Other errors, torch's included, keep their traceback: they are bugs to report.)

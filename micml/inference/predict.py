@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 import micml
 from micml.data.clips import SEQ_LEN
-from micml.data.unified import UnifiedDataset, read_image, replace_folder
+from micml.data.unified import PARTIAL_SUFFIX, RETIRED_SUFFIX, UnifiedDataset, read_image, replace_folder
 from micml.engine.checkpoint import (CheckpointError, build_model, error_summary, refused_pickle,
                                      refused_pickle_message)
 from micml.evaluation.matfiles import coco_image_index
@@ -38,6 +38,7 @@ from micml.inference.decode import REFERENCE_TOP_K
 from micml.inference.export import DetectionWriter
 from micml.inference.tiling import DEFAULT_OVERLAP, TiledDetector
 from micml.models import optimize_for_inference
+from micml.paths import check_output_apart
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,9 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
     `tile=None` runs whole frames (the reference's setting); otherwise tiles of `tile` pixels with
     `overlap` (see `micml.inference.tiling`).
     """
+    # replace_folder swaps `out_dir` whole: an input there, inside or around it would be deleted
+    check_output_apart(out_dir, checkpoint, dataset_root, what="prediction folder",
+                       scratch_suffixes=(PARTIAL_SUFFIX, RETIRED_SUFFIX))
     dataset = UnifiedDataset(dataset_root)
     videos = dataset.videos(split)
     image_ids = coco_image_index(dataset.annotation_file(split))
@@ -173,7 +177,7 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
     detector = TiledDetector(model, tile=tile, overlap=overlap, batch_size=batch_size, top_k=top_k,
                              soft_nms=soft_nms, device=device, amp=amp)
     out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".partial")
+    work = out_dir.with_name(out_dir.name + PARTIAL_SUFFIX)
     if work.exists():
         shutil.rmtree(work)  # left by a killed run: never trusted
     total_frames = sum(video.record.n_frames for video in videos)
