@@ -273,7 +273,7 @@ def test_registry_builds_every_variant_with_its_config(models):
 
 
 def test_registry_rejects_unknown_names_and_options():
-    with pytest.raises(ValueError, match="valid names: centernet, dsfnet_static") as info:
+    with pytest.raises(ValueError, match="known models: centernet, dsfnet_static") as info:
         build("micml2")
     assert all(name in str(info.value) for name in VARIANTS)
     with pytest.raises(TypeError, match="valid options: pretrained=None, head_conv=128"):

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from micml.cli import main as micml
 from micml.data.unified import UnifiedWriter
@@ -170,3 +171,23 @@ def test_a_run_folder_without_identity_is_not_resumed(finished_run, dataset_root
     with pytest.raises(StaleRunError, match="not recorded"):
         train(tiny_config(val_interval=0), dataset_root, target)
     assert (target / "last.pt").exists()
+
+
+def test_micml_train_refuses_a_stale_run_in_one_line_and_fresh_keeps_it(finished_run, dataset_root, tmp_path,  # noqa: F811
+                                                                        capsys):
+    target = tmp_path / "run"
+    shutil.copytree(finished_run, target)
+    config = tmp_path / "workflow.yaml"
+    machine = {"model", "plugins", "threads", "progress"}  # not workflow settings: given with --set
+    training = {key: value for key, value in tiny_config(val_interval=0).items() if key not in machine}
+    config.write_text(yaml.safe_dump({"training": training}))
+    command = ["train", str(dataset_root), str(target), "--model", "tiny", "--config", str(config),
+               "--set", 'plugins=["test_engine"]', "--set", "threads=1", "--set", "progress=false"]
+    before = snapshot(target)
+    assert micml([*command, "--set", "lr=0.002"]) != 0
+    assert "lr: 0.001 -> 0.002" in one_line_error(capsys)
+    assert snapshot(target) == before
+    assert micml([*command, "--set", "lr=0.002", "--set", "epochs=1", "--fresh"]) == 0
+    (kept,) = (target / "superseded").iterdir()
+    assert snapshot(kept)["last.pt"] == before["last.pt"]
+    assert load_checkpoint(target / "model.pt")["config"]["lr"] == 0.002
