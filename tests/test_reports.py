@@ -50,7 +50,7 @@ PREDICTIONS = {
     "v2": {
         # exactly 0.3 in float32 is not > 0.3 in float32: dropped, as by the reference
         1: [[5, 5, 15, 15, 0.95], [30, 0, 40, 10, 0.4], [60, 40, 62, 42, 0.3]],
-        # frame 2 has no .mat file: no detections, E is missed
+        2: [],  # an empty .mat: no detections, E is missed
     },
 }
 # (tp, fp, fn) per video and IoU threshold, counted by hand from the comments above
@@ -206,7 +206,8 @@ def test_dronecrowd_lmap_on_box_centres_skips_sequences_without_detections(tmp_p
     writer.add_video("s2", "test", grey_frames(1, 160, 80), {1: [head(30, 30)]})
     writer.commit()
     # the higher-scored detection is 5 px from its head: a false positive below 5 px, a hit from 5 px
-    predictions = write_predictions(tmp_path / "pred", {"s1": {1: [[*head(53, 54), 0.9], [*head(100, 50), 0.8]]}})
+    predictions = write_predictions(tmp_path / "pred", {"s1": {1: [[*head(53, 54), 0.9], [*head(100, 50), 0.8]]},
+                                                       "s2": {1: []}})
     tables = evaluate_predictions(tmp_path / "crowd", predictions, "test", tmp_path / "metrics")
     lmap = tables["dronecrowd_lmap"].set_index("video")
     # AP is 0.25 at 1..4 px (FP then TP) and 1 at 5..25 px: L-mAP = (4 x 0.25 + 21) / 25

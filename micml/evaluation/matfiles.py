@@ -3,7 +3,8 @@
 .mat layout (``testSaveMat.py``): ``<mat_root>/<video>/<frame:06d>.mat`` holding one variable
 ``A``, float32 N x 5 [x1, y1, x2, y2, score], shape (0, 5) when a frame has no detection,
 MATLAB-5 format as ``scipy.io.savemat`` writes by default. The reference evaluator reads
-these files unchanged, and a missing file means "no detections" there and here.
+these files unchanged; it takes a missing file as "no detections", which hides a lost video, so
+`micml.evaluation.report_tables.evaluate_predictions` refuses missing files instead.
 
 HiEUM's evaluator also reads a variable ``Detect_Result`` (looked up before ``A``); when it
 has 4 columns they are [x, y, w, h] without scores and every row is kept whatever the
@@ -115,7 +116,8 @@ def read_detection_dir(mat_root: str | os.PathLike) -> Detections:
     """``mat_root/<video>/<frame>.mat`` -> ``{video: {frame: N x 5 array}}``.
 
     Only sub-folders are videos and only files named by digits are frames (the reference
-    writes its ``*.txt`` summary into the same root). Missing frames mean no detections.
+    writes its ``*.txt`` summary into the same root). Frames without a file are simply absent
+    from the result; whether that is allowed is the caller's decision.
     """
     root = Path(mat_root)
     if not root.is_dir():

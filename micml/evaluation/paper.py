@@ -14,7 +14,10 @@ Inputs, per dataset and model: ``results/<dataset>/<model>/metrics/summary.json`
 Nothing is invented and nothing is dropped: a model or dataset that has not been run yet keeps
 its row, with empty cells in the CSV, a dash in Markdown/HTML, and a note saying which file is
 missing. A metric that is not a protocol of a dataset (AP50 on DroneCrowd) is empty with a note
-too. CSV values are fractions; Markdown and HTML show percentages with two decimals.
+too. A score from `micml evaluate --allow-partial` (summary.json `partial: true`) never passes
+for a full one: its CSV rows have `partial` true and a note, Markdown/HTML mark the method with
+† and say under the table what was left out. CSV values are fractions; Markdown and HTML show
+percentages with two decimals.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ MODELS_TABLE = Path("tables") / "models.csv"
 PREDICT_SUMMARY = "predict.json"
 PER_VIDEO_METRICS = "dsfnet_f1.csv"
 NOTE = "note"
+PARTIAL = "partial"
+PARTIAL_MARK = " †"
 
 
 # --------------------------------------------------------------------------- reading results
@@ -84,6 +89,18 @@ class Notes:
         if model not in models:
             models.append(model)
         return f"not run yet: {results_dir / dataset / model / relative} is missing"
+
+    def partial_score(self, summary: Mapping | None, path: Path, dataset: str, model: str) -> str:
+        """Record that `summary` (read from `path`) scores only part of the split; returns the
+        row's note, '' for a complete score or a run not made yet."""
+        if not (summary or {}).get(PARTIAL):
+            return ""
+        missing = summary.get("missing", {})
+        videos = f"; videos without any: {', '.join(missing['videos'])}" if missing.get("videos") else ""
+        note = (f"PARTIAL score: {missing.get('count', 'some')} frames without predictions were left out{videos} "
+                f"(see {path})")
+        self.add(f"{PARTIAL_MARK.strip()} {model} on {dataset}: {note}")
+        return note
 
     def lines(self) -> list[str]:
         grouped = [f"not run yet on {dataset}: {', '.join(models)} (no {pattern})"
@@ -138,11 +155,12 @@ def accuracy_rows(results_dir: Path, datasets: Sequence[str], models: Sequence[s
     rows = []
     for dataset in datasets:
         for model in models:
-            summary = read_json(metrics_dir(results_dir, dataset, model) / SUMMARY_FILE)
-            note = "" if summary is not None else notes.missing_run(results_dir, dataset, model,
-                                                                    f"metrics/{SUMMARY_FILE}")
+            path = metrics_dir(results_dir, dataset, model) / SUMMARY_FILE
+            summary = read_json(path)
+            note = (notes.partial_score(summary, path, dataset, model) if summary is not None
+                    else notes.missing_run(results_dir, dataset, model, f"metrics/{SUMMARY_FILE}"))
             rows.append({"dataset": dataset, "model": model, **accuracy_values(summary or {}, thresholds, extra),
-                         NOTE: note})
+                         PARTIAL: None if summary is None else bool(summary.get(PARTIAL)), NOTE: note})
         protocols = dataset_protocols(results_dir, dataset, models)
         for column, protocol, _, label in EXTRA_METRICS:
             if column in extra and protocols is not None and protocol not in protocols:
@@ -175,12 +193,25 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [column for column in frame.columns if column.partition("_iou")[0] in DISPLAY_NAMES]
 
 
+def partially_scored(frame: pd.DataFrame) -> set[str]:
+    """Models with a partial score in some row (not-run rows have no flag)."""
+    return set(frame.loc[frame[PARTIAL].eq(True), "model"])
+
+
+def marked(names: Iterable[str], partial: Iterable[bool]) -> list[str]:
+    """Names of methods with a partial score get the mark that the notes explain."""
+    return [name + PARTIAL_MARK if flag else name for name, flag in zip(names, partial)]
+
+
 def per_dataset_sections(frame: pd.DataFrame, datasets: Sequence[str], leading: Sequence[str]) -> list[TableSection]:
-    """A section per dataset: `leading` columns then the metrics, in %, with display names."""
+    """A section per dataset: `leading` columns (the first marked when partial) then the metrics,
+    in %, with display names."""
     metrics = metric_columns(frame)
     sections = []
     for dataset in datasets:
-        rows = frame[frame["dataset"] == dataset][[*leading, *metrics]].reset_index(drop=True)
+        rows = frame[frame["dataset"] == dataset].reset_index(drop=True)
+        rows[leading[0]] = marked(rows[leading[0]], rows[PARTIAL].eq(True))
+        rows = rows[[*leading, *metrics]]
         shown = as_percent(rows, metrics).rename(columns={column: display_name(column) for column in metrics})
         sections.append(TableSection(dataset, shown))
     return sections
@@ -196,6 +227,8 @@ def main_table(results_dir: Path, datasets: Sequence[str], models: Sequence[str]
     overview = frame.pivot(index="model", columns="dataset", values="f1_iou0").reindex(index=list(models),
                                                                                          columns=list(datasets))
     overview = as_percent(overview.reset_index().rename(columns={"model": "method"}), datasets)
+    partial = partially_scored(frame)
+    overview["method"] = marked(overview["method"], [model in partial for model in overview["method"]])
     sections = [TableSection("F1 at IoU > 0, all datasets", overview)]
     sections += per_dataset_sections(frame.rename(columns={"model": "method"}), datasets, ["method"])
     return TableDocument("Detection accuracy per method and dataset (values in %)", frame, sections, notes.lines())
@@ -205,10 +238,16 @@ def per_video_table(results_dir: Path, dataset: str, models: Sequence[str]) -> T
     notes = Notes(f"P/R/F1 at IoU > 0, score > 0.3; row '{MEAN_ROW}' is the unweighted mean over videos.")
     per_model: dict[str, pd.DataFrame | None] = {}
     missing_notes: dict[str, str] = {}
+    partial_models: set[str] = set()
     for model in models:
         per_model[model] = read_per_video_f1(metrics_dir(results_dir, dataset, model) / PER_VIDEO_METRICS)
         if per_model[model] is None:
             missing_notes[model] = notes.missing_run(results_dir, dataset, model, f"metrics/{PER_VIDEO_METRICS}")
+        else:
+            summary_path = metrics_dir(results_dir, dataset, model) / SUMMARY_FILE
+            missing_notes[model] = notes.partial_score(read_json(summary_path), summary_path, dataset, model)
+            if missing_notes[model]:
+                partial_models.add(model)
     videos = video_order(per_model.values())
     rows = []
     for model, table in per_model.items():
@@ -217,8 +256,8 @@ def per_video_table(results_dir: Path, dataset: str, models: Sequence[str]) -> T
             rows.append({"video": video, "model": model,
                          **{metric: float(table.loc[video, metric]) if known else math.nan
                             for metric in ("precision", "recall", "f1")},
-                         NOTE: missing_notes.get(model, "")})
-    frame = pd.DataFrame(rows, columns=["video", "model", "precision", "recall", "f1", NOTE])
+                         PARTIAL: None if table is None else model in partial_models, NOTE: missing_notes[model]})
+    frame = pd.DataFrame(rows, columns=["video", "model", "precision", "recall", "f1", PARTIAL, NOTE])
     return TableDocument(f"{dataset}: per-video accuracy (values in %)", frame,
                          [TableSection("", per_video_display(frame, models, videos))], notes.lines())
 
@@ -245,8 +284,9 @@ def per_video_display(frame: pd.DataFrame, models: Sequence[str], videos: Sequen
     shown = pd.DataFrame({"video": list(videos)})
     for model in models:
         rows = frame[frame["model"] == model].set_index("video").reindex(videos)
+        label = marked([model], [model in partially_scored(frame)])[0]
         for metric in ("precision", "recall", "f1"):
-            shown[f"{model} {DISPLAY_NAMES[metric]}"] = (rows[metric].astype(float) * 100).round(2).to_numpy()
+            shown[f"{label} {DISPLAY_NAMES[metric]}"] = (rows[metric].astype(float) * 100).round(2).to_numpy()
     return shown
 
 

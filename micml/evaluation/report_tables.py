@@ -20,8 +20,11 @@ Protocols (the dataset's ``meta.json`` lists which apply; see :mod:`micml.evalua
   every sequence, as the DroneCrowd toolkit does.
 
 Which frames count: every frame of every video of the split, frames without objects as empty
-ground truth (false positives there count), and a frame without a .mat file has no detections
-(as in the reference evaluator).
+ground truth (false positives there count). Every one of them needs a .mat file (an empty one
+when nothing was detected, as `micml test` writes): the reference evaluator reads a missing file
+as "no detections", so a lost video silently lowered its score. Missing frames, and .mat files of
+frames the split lacks, are refused naming them; ``allow_partial=True`` scores the frames present
+instead, and the summary, the titles and the notes of every table say `partial` with the list.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from micml.evaluation.coco import coco_ap50
 from micml.evaluation.dsfnet import centre_distance, dsfnet_f1, pr_curve_distance, pr_curve_dsfnet
 from micml.evaluation.matfiles import atomic_write, read_detection_dir
 from micml.evaluation.points import dronecrowd_lmap, pr_curve_points
+from micml.paths import check_output_apart
 from micml.tables import format_cell, markdown_table, write_table
 
 DSFNET_IOU_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
@@ -59,12 +63,17 @@ SUMMARY_FILE = "summary.json"
 PR_CURVE_FILE = "pr_curve.csv"
 PR_CURVE_COLUMNS = ("protocol", "setting", "score_threshold", "tp", "fp", "fn", "precision", "recall", "f1")
 TABLE_SUFFIXES = (".csv", ".md", ".html")
+GAPS_SHOWN = 5  # missing or extra frames named in a message; the count says how many more
 
 Boxes = dict[str, dict[int, np.ndarray]]
 
 
 class EvaluationSetupError(ValueError):
     """A dataset or protocol list that cannot be evaluated; the message says what to change."""
+
+
+class IncompletePredictionsError(EvaluationSetupError):
+    """Predictions that do not cover the split frame for frame; the message names the gaps."""
 
 
 # --------------------------------------------------------------------------- table documents
@@ -218,6 +227,86 @@ def dataset_protocols(dataset: UnifiedDataset, requested: Iterable[str] | None) 
     return protocols
 
 
+# --------------------------------------------------------------------------- coverage
+
+
+@dataclass
+class Coverage:
+    """How the .mat files of a prediction folder cover the frames of a split.
+
+    `missing`: frames of the split without a .mat file, per video. `extra`: .mat files of frames
+    (or whole videos) that the split lacks, per video.
+    """
+
+    missing: dict[str, list[int]]
+    extra: dict[str, list[int]]
+
+    @property
+    def missing_count(self) -> int:
+        return sum(map(len, self.missing.values()))
+
+    def record(self, truth: Boxes) -> dict:
+        """The summary.json entry of a partial score: whole videos, then frames of the others."""
+        whole = [video for video, frames in self.missing.items() if len(frames) == len(truth[video])]
+        return {"count": self.missing_count, "videos": whole,
+                "frames": {video: frames for video, frames in self.missing.items() if video not in whole}}
+
+
+def prediction_coverage(detections: Boxes, truth: Boxes) -> Coverage:
+    missing = {video: [frame for frame in frames if frame not in detections.get(video, {})]
+               for video, frames in truth.items()}
+    extra = {video: [frame for frame in frames if frame not in truth.get(video, {})]
+             for video, frames in detections.items()}
+    return Coverage({video: frames for video, frames in missing.items() if frames},
+                    {video: sorted(frames) for video, frames in extra.items() if frames})
+
+
+def gap_list(gaps: Mapping[str, list[int]], truth: Boxes) -> str:
+    """'video 003 (all 60 frames), video 002 frame 5, ...': the first GAPS_SHOWN gaps."""
+    items = []
+    for video, frames in gaps.items():
+        if video not in truth:
+            items.append(f"video {video} ({len(frames)} frames)")
+        elif len(frames) == len(truth[video]):
+            items.append(f"video {video} (all {len(frames)} frames)")
+        else:
+            items += [f"video {video} frame {frame}" for frame in frames[:GAPS_SHOWN]]
+    return ", ".join(items[:GAPS_SHOWN]) + (", ..." if len(items) > GAPS_SHOWN else "")
+
+
+def check_coverage(coverage: Coverage, truth: Boxes, mat_root: Path, split: str, allow_partial: bool) -> None:
+    """Refuse .mat files of frames the split lacks, and missing frames unless `allow_partial`."""
+    if coverage.extra:
+        count = sum(map(len, coverage.extra.values()))
+        raise IncompletePredictionsError(
+            f"{mat_root}: {count} .mat file(s) name frames that the {split!r} split does not hold "
+            f"({gap_list(coverage.extra, truth)}); they are predictions of another split or dataset: "
+            f"re-run `micml test` on this split, or remove them")
+    total = sum(map(len, truth.values()))
+    if coverage.missing_count == total:
+        raise IncompletePredictionsError(
+            f"{mat_root}: no .mat file for any of the {total} frames of the {split!r} split; run `micml test` "
+            "(or the workflow's test and export_mat rules) on this split first")
+    if coverage.missing and not allow_partial:
+        raise IncompletePredictionsError(
+            f"{mat_root}: no .mat file for {coverage.missing_count} of {total} frames of the {split!r} split, in "
+            f"{len(coverage.missing)} of {len(truth)} videos ({gap_list(coverage.missing, truth)}); re-run "
+            "`micml test` to predict every frame, or pass --allow-partial (allow_partial=True) to score only the "
+            "frames present, marked partial")
+
+
+def covered_truth(truth: Boxes, coverage: Coverage) -> Boxes:
+    """The ground truth of the frames that have predictions (videos without any are left out)."""
+    kept = {video: {frame: boxes for frame, boxes in frames.items() if frame not in coverage.missing.get(video, ())}
+            for video, frames in truth.items()}
+    return {video: frames for video, frames in kept.items() if frames}
+
+
+def partial_note(coverage: Coverage, truth: Boxes) -> str:
+    return (f"PARTIAL score: {coverage.missing_count} of {sum(map(len, truth.values()))} frames had no prediction "
+            f"and are left out ({gap_list(coverage.missing, truth)}); see `missing` in {SUMMARY_FILE}")
+
+
 # --------------------------------------------------------------------------- protocols
 
 
@@ -340,7 +429,7 @@ PROTOCOL_NOTES = {
 }
 
 
-def protocol_document(protocol: str, table: pd.DataFrame, context: str) -> TableDocument:
+def protocol_document(protocol: str, table: pd.DataFrame, context: str, notes: Sequence[str] = ()) -> TableDocument:
     if protocol == "dsfnet_f1":
         sections = [TableSection(f"IoU > {threshold:g}", rows.drop(columns="iou_threshold").reset_index(drop=True))
                     for threshold, rows in table.groupby("iou_threshold", sort=True)]
@@ -349,7 +438,7 @@ def protocol_document(protocol: str, table: pd.DataFrame, context: str) -> Table
     else:
         sections = [TableSection("", table)]
     return TableDocument(f"{context}: {PROTOCOL_TITLES[protocol]}", table, sections,
-                         list(PROTOCOL_NOTES[protocol]))
+                         [*PROTOCOL_NOTES[protocol], *notes])
 
 
 def metric_files(protocols: Iterable[str]) -> list[str]:
@@ -364,47 +453,62 @@ def metric_files(protocols: Iterable[str]) -> list[str]:
 
 
 def evaluate_predictions(dataset_root: str | os.PathLike, predictions_dir: str | os.PathLike, split: str,
-                         out_dir: str | os.PathLike, *, protocols: Sequence[str] | None = None
-                         ) -> dict[str, pd.DataFrame]:
+                         out_dir: str | os.PathLike, *, protocols: Sequence[str] | None = None,
+                         allow_partial: bool = False) -> dict[str, pd.DataFrame]:
     """Score `predictions_dir/mat/` against `split` of the unified dataset at `dataset_root`.
 
     Runs every protocol the dataset's meta.json lists (or `protocols`), writes the files named in
     the module docstring into `out_dir` and returns {protocol: table, 'pr_curve': curves}.
+    Predictions must cover the split exactly (`check_coverage`); `allow_partial` scores the
+    frames present and marks every output partial.
     """
+    check_output_apart(out_dir, dataset_root, predictions_dir, what="metrics folder")
     dataset = UnifiedDataset(dataset_root)
     chosen = dataset_protocols(dataset, protocols)
     videos = dataset.videos(split)
     if not videos:
         raise EvaluationSetupError(f"{dataset.annotation_file(split)}: the {split!r} split holds no video; "
                                    "evaluate another split or check the conversion's split options")
-    truth = ground_truth_boxes(videos)
-    detections = read_detection_dir(Path(predictions_dir) / "mat")
+    split_truth = ground_truth_boxes(videos)
+    mat_root = Path(predictions_dir) / "mat"
+    detections = read_detection_dir(mat_root)
+    coverage = prediction_coverage(detections, split_truth)
+    check_coverage(coverage, split_truth, mat_root, split, allow_partial)
+    truth = covered_truth(split_truth, coverage)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # titles name the model by its folder in the results layout: results/<dataset>/<model>/predictions/<split>
     context = f"{Path(dataset_root).name} / {split} / {Path(predictions_dir).parent.parent.name}"
+    notes = [partial_note(coverage, split_truth)] if coverage.missing else []
+    if notes:
+        context += " (PARTIAL)"
 
     tables: dict[str, pd.DataFrame] = {}
     headline: dict[str, dict] = {}
     for protocol in chosen:
         tables[protocol], headline[protocol] = EVALUATORS[protocol](detections, truth)
-        protocol_document(protocol, tables[protocol], context).write(out_dir / protocol)
+        protocol_document(protocol, tables[protocol], context, notes).write(out_dir / protocol)
     curves = [pr_curve_rows(protocol, detections, truth) for protocol in chosen if protocol in CURVE_PROTOCOLS]
     tables["pr_curve"] = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=PR_CURVE_COLUMNS)
     write_table(tables["pr_curve"], out_dir / PR_CURVE_FILE, None)
+    missing = coverage.record(split_truth) if coverage.missing else None
     write_json(out_dir / SUMMARY_FILE, summary_document(dataset_root, predictions_dir, split, chosen, truth,
-                                                        detections, headline))
+                                                        detections, headline, missing))
     return tables
 
 
 def summary_document(dataset_root, predictions_dir, split: str, protocols: Sequence[str], truth: Boxes,
-                     detections: Boxes, headline: Mapping[str, dict]) -> dict:
+                     detections: Boxes, headline: Mapping[str, dict], missing: Mapping | None = None) -> dict:
+    """The headline numbers over the frames scored; `partial` with the `missing` frames when those
+    are fewer than the split's."""
     counted = [rows for video in truth for frame, rows in detections.get(video, {}).items() if frame in truth[video]]
     return {
         "dataset": Path(dataset_root).name,
         "split": split,
         "predictions": str(predictions_dir),
         "protocols": list(protocols),
+        "partial": missing is not None,
+        **({"missing": dict(missing)} if missing is not None else {}),
         "videos": len(truth),
         "frames": sum(len(frames) for frames in truth.values()),
         "objects": sum(len(boxes) for frames in truth.values() for boxes in frames.values()),

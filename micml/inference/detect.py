@@ -8,7 +8,10 @@ detections.csv    video, frame, x1, y1, x2, y2, score   (frames numbered from 1)
 detections.json   COCO results, image_id = frame number
 annotated.mp4     the input with boxes of score >= score_threshold drawn (optional)
 ```
-Files are written under temporary names and renamed when complete.
+Files are written under temporary names and renamed when complete. Once the detector is loaded,
+the files an earlier run left in `out_dir` are removed, so the folder never mixes two runs: after
+a success it holds this run's files only (no stale annotated.mp4 beside a --no-video run), after
+a failure none.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from micml.inference.decode import REFERENCE_TOP_K
 from micml.inference.export import COCO_RESULTS_FILE, CSV_FILE, DetectionWriter
 from micml.inference.predict import load_detector, rolling_clips
 from micml.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TiledDetector
+from micml.paths import check_output_apart
 
 log = logging.getLogger(__name__)
 
 ANNOTATED_VIDEO_FILE = "annotated.mp4"
+OUTPUT_FILES = (CSV_FILE, COCO_RESULTS_FILE, ANNOTATED_VIDEO_FILE)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_FPS = 10.0  # for frame folders, and videos that do not state a rate
 DEFAULT_SCORE_THRESHOLD = 0.3  # the reference's --show_results and evaluation threshold
@@ -144,11 +149,14 @@ def detect(source: str | os.PathLike, checkpoint: str | os.PathLike, out_dir: st
 
     `tile=None` runs whole frames; `expected_variant` refuses a checkpoint of another model.
     """
+    # outputs replace files in `out_dir`: an input named like one of them there would be lost
+    check_output_apart(out_dir, source, checkpoint, what="detection folder")
     frames_in = open_frames(source)  # fails on a bad input before the model is loaded
     detector = TiledDetector(load_detector(checkpoint, expected_variant, device), tile=tile, overlap=overlap,
                              batch_size=batch_size, top_k=top_k, soft_nms=soft_nms, device=device, amp=amp)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_outputs(out_dir)
     work = Path(tempfile.mkdtemp(prefix=".detect-", suffix=".partial", dir=out_dir))
     try:
         started = time.perf_counter()
@@ -156,7 +164,7 @@ def detect(source: str | os.PathLike, checkpoint: str | os.PathLike, out_dir: st
             _run(detector, frames_in, writer, work / ANNOTATED_VIDEO_FILE if annotate else None,
                  fps or frames_in.fps, score_threshold, progress)
         seconds = time.perf_counter() - started
-        for name in (CSV_FILE, COCO_RESULTS_FILE, ANNOTATED_VIDEO_FILE):
+        for name in OUTPUT_FILES:
             if (work / name).exists():
                 os.replace(work / name, out_dir / name)
     finally:
@@ -165,6 +173,12 @@ def detect(source: str | os.PathLike, checkpoint: str | os.PathLike, out_dir: st
     log.info("%s: %d frames in %.1f s, %.2f frames/s, %d detections", source, summary.frames, seconds,
              summary.frames_per_second, summary.detections)
     return summary
+
+
+def remove_outputs(out_dir: Path) -> None:
+    """Delete the files an earlier run wrote, so that none is mistaken for this run's."""
+    for name in OUTPUT_FILES:
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def _run(detector: TiledDetector, frames_in: FrameSource, writer: DetectionWriter, video_path: Path | None,

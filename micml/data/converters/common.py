@@ -14,7 +14,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..unified import DatasetError, UnifiedWriter, partial_path, read_image
+from ...paths import check_output_apart, plain_name
+from ..unified import PARTIAL_SUFFIX, RETIRED_SUFFIX, DatasetError, UnifiedWriter, partial_path, read_image
 
 DEFAULT_VAL_FRACTION = 0.1
 
@@ -55,6 +56,20 @@ class NativeVideo:
     source: str  # the annotation file, named in error messages
     fps: float
     missing_frame_hint: str = ""  # how the native format names frame f, for messages
+
+
+def check_name_options(native_format: str, **options: str | Sequence[str] | None) -> None:
+    """Refuse option values that name files or folders (video names, class folders) unless each
+    is a plain name: joined to the output or source folder, `../..` would lead out of it."""
+    for option, value in options.items():
+        for name in ([] if value is None else [value] if isinstance(value, str) else value):
+            plain_name(name, option=f"{native_format} converter option {option}")
+
+
+def check_destination(src: Path | str, dst: Path | str) -> None:
+    """Refuse a destination that is, lies inside or holds the source, or whose work folders
+    (`<dst>.partial`, `<dst>.old`) do: the atomic swap would delete the source."""
+    check_output_apart(dst, src, what="converted dataset", scratch_suffixes=(PARTIAL_SUFFIX, RETIRED_SUFFIX))
 
 
 def validate_boxes(table: BoxTable, source: Path | str) -> None:
@@ -194,11 +209,13 @@ def write_unified(dst: Path | str, videos: Iterable[NativeVideo], *, native_form
     meta.json records the native format, the source path, the options, checksums of the
     annotation files, box counts per split and every box dropped for lying outside its frame.
     """
+    check_destination(src, dst)
     writer = UnifiedWriter(dst, classes=classes, protocols=protocols, annotated=True)
     outside: dict[str, list[dict]] = {}
     counts = {split: {"videos": 0, "frames": 0, "boxes": 0} for split in ("train", "val", "test")}
     try:
         for video in videos:
+            plain_name(video.name, option=f"{video.source}: video name")  # becomes frames/<name>/
             require_frames_exist(video)
             validate_boxes(video.boxes, video.source)
             width, height = frame_size(video.frames[0])

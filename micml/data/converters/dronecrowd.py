@@ -24,8 +24,8 @@ import numpy as np
 import scipy.io
 
 from ..unified import DatasetError
-from .common import (DEFAULT_VAL_FRACTION, BoxTable, NativeVideo, contiguous_frames, hold_out_val, sha256_file,
-                     write_unified)
+from .common import (DEFAULT_VAL_FRACTION, BoxTable, NativeVideo, check_name_options, contiguous_frames,
+                     hold_out_val, sha256_file, write_unified)
 
 # testlist of the DroneCrowd toolkit (gt/dronecrowd_testlist.txt), also in STNNet mytest.py.
 DRONECROWD_TEST_SEQUENCES = (
@@ -53,6 +53,7 @@ def convert_dronecrowd(src: Path | str, dst: Path | str, *, test_list: str | Pat
     val_videos / val_fraction: training sequences held out for validation (`hold_out_val`).
     fps: recorded for every video; DroneCrowd does not publish its frame rate.
     """
+    check_name_options("dronecrowd", val_videos=val_videos)
     root = Path(src)
     anno_dir = root / "annotations"
     if not anno_dir.is_dir():

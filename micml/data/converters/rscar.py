@@ -25,8 +25,9 @@ from typing import Sequence
 import numpy as np
 
 from ..unified import DatasetError
-from .common import (DEFAULT_VAL_FRACTION, BoxTable, NativeVideo, contiguous_frames, hold_out_val, sha256_file,
-                     write_unified)
+from ...paths import plain_name
+from .common import (DEFAULT_VAL_FRACTION, BoxTable, NativeVideo, check_name_options, contiguous_frames,
+                     hold_out_val, sha256_file, write_unified)
 
 TRAIN_JSON = "annotations/instances_train2017.json"
 TEST_JSON = "annotations/instances_test2017_1024.json"
@@ -54,6 +55,9 @@ def convert_rscar(src: Path | str, dst: Path | str, *, val_videos: Sequence[str]
         (recorded in meta.json) by default; "error" refuses it, "off" skips the reads.
     fps: frame rate recorded for every video (not stored in the native format).
     """
+    check_name_options("rscar", val_videos=val_videos)
+    for option, value in (("train_json", train_json), ("test_json", test_json)):
+        plain_name(value, option=f"rscar converter option {option}", subfolders=True)  # read below `src` only
     root = Path(src)
     if xml_check not in XML_CHECKS:
         raise DatasetError(f"xml_check={xml_check!r}: expected one of {XML_CHECKS}")

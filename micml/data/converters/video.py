@@ -15,12 +15,17 @@ import cv2
 import numpy as np
 
 from ..unified import DatasetError, UnifiedWriter, partial_path
-from .common import sha256_file
+from .common import check_destination, check_name_options, sha256_file
 
 
 def convert_video(src: Path | str, dst: Path | str, *, name: str | None = None, fps: float | None = None) -> Path:
-    """Decode `src` into `dst`; `name` defaults to the file stem, `fps` to the file's own rate."""
+    """Decode `src` into `dst`; `name` defaults to the file stem, `fps` to the file's own rate.
+
+    `name` becomes the folder `frames/<name>/`, so it must be a plain name.
+    """
     path = Path(src)
+    check_name_options("video", name=name if name is not None else path.stem)
+    check_destination(path, dst)
     capture = open_video(path)
     try:
         rate = frame_rate(capture, path, fps)

@@ -21,8 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from ..unified import DatasetError
-from .common import (DEFAULT_VAL_FRACTION, BoxTable, NativeVideo, contiguous_frames, hold_out_val, sha256_file,
-                     write_unified)
+from .common import (DEFAULT_VAL_FRACTION, BoxTable, NativeVideo, check_name_options, contiguous_frames,
+                     hold_out_val, sha256_file, write_unified)
 
 # The seven test videos that DSFNet, HiEUM and CFTracker evaluate (DSFNet evaluation.py dataName).
 DSFNET_TEST_VIDEOS = ("002", "003", "005", "006", "008", "009", "010")
@@ -46,6 +46,7 @@ def convert_viso(src: Path | str, dst: Path | str, *, test_videos: Sequence[str]
         classes are merged into one category named "a+b"; video names must stay unique.
     fps: default None reads `frameRate` from a video's seqinfo.ini when there is one, else 10.
     """
+    check_name_options("viso", test_videos=test_videos, val_videos=val_videos, classes=classes)
     root = Path(src)
     mot = root / "mot" if (root / "mot").is_dir() else root
     folders = video_folders(mot, classes)
@@ -140,9 +141,10 @@ def read_mot_gt(path: Path) -> BoxTable:
 
     Columns 7-9 (MOT conf/class/visibility) are always 1 in VISO and are not interpreted.
     Coordinates may be fractional; frame and track must be integers. Blank lines are skipped.
+    A UTF-8 byte-order mark (Windows editors write one) is dropped.
     """
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise DatasetError(f"{path}: cannot be read as text ({error}); restore it from the archive") from None
     rows, lines = [], []
