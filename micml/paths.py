@@ -39,8 +39,8 @@ def check_output_apart(output: str | os.PathLike, *inputs: str | os.PathLike, wh
             if relation:
                 role = what if target == output else f"{what}'s work folder"
                 raise UnsafePathError(
-                    f"{role} {target} {relation} input {source}, which writing it would overwrite or delete; "
-                    "nothing was written: choose an output path outside the input (and not holding it)")
+                    f"{role} {target} {relation} input {source}: writing it would delete or overwrite that "
+                    "input, so nothing was written; choose an output path outside the input that does not hold it")
 
 
 def overlap(target: Path, source: Path) -> str:
@@ -69,8 +69,7 @@ def plain_name(value: str, *, option: str, subfolders: bool = False) -> str:
         rule = "a plain file or folder name (no '/' or '\\', not '.', '..' or empty)"
         safe = isinstance(value, str) and _plain(value)
     if not safe:
-        raise UnsafePathError(f"{option}={value!r}: must be {rule}, since it names a file or folder; "
-                              "give such a name")
+        raise UnsafePathError(f"{option}={value!r}: it becomes a file or folder name, so it must be {rule}")
     return value
 
 

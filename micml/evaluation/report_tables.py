@@ -263,15 +263,17 @@ def prediction_coverage(detections: Boxes, truth: Boxes) -> Coverage:
 
 def gap_list(gaps: Mapping[str, list[int]], truth: Boxes) -> str:
     """'video 003 (all 60 frames), video 002 frame 5, ...': the first GAPS_SHOWN gaps."""
-    items = []
+    items, count = [], 0
     for video, frames in gaps.items():
-        if video not in truth:
-            items.append(f"video {video} ({len(frames)} frames)")
-        elif len(frames) == len(truth[video]):
-            items.append(f"video {video} (all {len(frames)} frames)")
+        if video not in truth or len(frames) == len(truth[video]):
+            whole = "" if video not in truth else "all "
+            named = [f"video {video} ({whole}{len(frames)} frame{'s' if len(frames) > 1 else ''})"]
         else:
-            items += [f"video {video} frame {frame}" for frame in frames[:GAPS_SHOWN]]
-    return ", ".join(items[:GAPS_SHOWN]) + (", ..." if len(items) > GAPS_SHOWN else "")
+            named = [f"video {video} frame {frame}" for frame in frames[:GAPS_SHOWN]]
+            count += len(frames) - len(named)
+        items += named
+        count += len(named)
+    return ", ".join(items[:GAPS_SHOWN]) + (", ..." if count > GAPS_SHOWN else "")
 
 
 def check_coverage(coverage: Coverage, truth: Boxes, mat_root: Path, split: str, allow_partial: bool) -> None:
