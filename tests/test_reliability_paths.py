@@ -12,9 +12,11 @@ import pytest
 
 from micml.cli import main as micml
 from micml.data.converters import convert_viso
+from micml.data.download import fetch_dataset
 from micml.data.unified import UnifiedDataset
 from micml.paths import UnsafePathError, check_output_apart, plain_name
 from test_bad_input import dataset_and_checkpoint, one_line_error, option_args, pristine, tree  # noqa: F401 (fixtures)
+from test_download import RSCAR_TREE, file_spec, sources, write_zip
 
 pytestmark = pytest.mark.reliability
 
@@ -173,6 +175,17 @@ def test_detect_into_a_reused_folder_never_mixes_two_runs(capsys, own_copy, tmp_
     last.write_bytes(last.read_bytes()[:200])  # a cut JPEG: found only when the run reaches it
     refused(capsys, *detect_args(broken, checkpoint, out))
     assert list(out.iterdir()) == []  # the failed run removed the earlier run's files and left none of its own
+
+
+def test_fetch_refuses_to_unpack_where_its_archives_lie(tmp_path):
+    """Unpacking clears <dest>.partial first: archives kept in that folder would be deleted."""
+    raw = tmp_path / "toy.partial"
+    raw.mkdir()
+    write_zip(raw / "RsCarData.zip", RSCAR_TREE)
+    before = snapshot(tmp_path)
+    with pytest.raises(UnsafePathError, match="unpacked tree's work folder .*toy.partial contains input"):
+        fetch_dataset("toy", sources(file_spec("RsCarData.zip")), raw, tmp_path / "toy")
+    assert snapshot(tmp_path) == before
 
 
 # --------------------------------------------------------------------------- converter options

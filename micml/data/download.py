@@ -37,7 +37,8 @@ from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 import yaml
 
-from micml.data.unified import DatasetError, partial_path
+from micml.data.unified import PARTIAL_SUFFIX, DatasetError, partial_path
+from micml.paths import check_output_apart
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,9 @@ def fetch_dataset(name: str, sources: Mapping[str, Mapping], raw_dir: Path | str
     manual = [spec for spec in entry["files"] if spec["url"] is None and not (raw_dir / spec["name"]).is_file()]
     if manual:
         raise ManualDownloadRequired(manual_download_message(name, entry, manual, raw_dir, dest))
+    # unpacking clears <dest>.partial first: archives kept there would be deleted
+    check_output_apart(dest, *(raw_dir / spec["name"] for spec in entry["files"]), what="unpacked tree",
+                       scratch_suffixes=(PARTIAL_SUFFIX,))
     records = [obtain_file(spec, raw_dir, opener=opener, retries=retries, backoff_s=backoff_s)
                for spec in entry["files"]]
     unpack_dataset(entry, [(spec, raw_dir / spec["name"]) for spec in entry["files"]], dest)
