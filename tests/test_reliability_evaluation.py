@@ -62,8 +62,9 @@ def test_missing_frames_are_refused_naming_them(capsys, toy_dataset, tmp_path):
     assert "no .mat file for 2 of 5 frames" in message and "video v1 frame 3, video v2 frame 2" in message
 
 
-@pytest.mark.parametrize("extra, named", [([("v1", 4)], "video v1 frame 4"), ([("zz", 1), ("zz", 2)], "video zz (2 frames)"),
-                                          ([("t1", 1)], "video t1 (1 frame)")])  # t1 is a train video
+@pytest.mark.parametrize("extra, named", [
+    ([("v1", 4)], "video v1 frame 4"), ([("zz", 1), ("zz", 2)], "video zz (2 frames)"),
+    ([("t1", 1)], "video t1 (1 frame)")])  # t1 is a train video
 def test_frames_the_split_lacks_are_refused_even_when_partial_is_allowed(capsys, toy_dataset, tmp_path, extra, named):
     predictions = predictions_without(tmp_path, add=extra)
     for allow in ([], ["--allow-partial"]):
