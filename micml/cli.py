@@ -165,7 +165,9 @@ def tiling_options(args: argparse.Namespace) -> dict:
 @subcommand("train", "train one model variant on a unified dataset")
 def _train(parser):
     parser.description = ("Train a model variant on a unified dataset (resumable: re-running the same "
-                          "command continues from OUT/last.pt). With --gpus N > 1 it starts torchrun.")
+                          "command continues from OUT/last.pt; a run of other settings is refused, see "
+                          "--fresh). Settings: defaults < CONFIG's training < its per_model entry < --set. "
+                          "With --gpus N > 1 it starts torchrun.")
     parser.add_argument("dataset", type=Path, help="unified dataset folder (results/data/<dataset>)")
     parser.add_argument("out", type=Path, help="run folder: last.pt, best.pt, log.csv, provenance.json")
     parser.add_argument("--model", required=True, help="variant name (see `micml models`)")
@@ -174,13 +176,16 @@ def _train(parser):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training key, e.g. --set epochs=2 (repeatable)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs to train on (torchrun when > 1)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start again; an earlier run in OUT is moved to OUT/superseded/<fingerprint>/")
 
     def run(args):
         from micml.config import load_config
         from micml.engine.launch import run_training
 
-        training = {**load_config(args.config)["training"], **parse_options(args.overrides)}
-        print(run_training(training, args.model, args.dataset, args.out, args.out / "model.pt", nproc=args.gpus))
+        print(run_training(load_config(args.config)["training"], args.model, args.dataset, args.out,
+                           args.out / "model.pt", nproc=args.gpus, overrides=parse_options(args.overrides),
+                           fresh=args.fresh))
     parser.set_defaults(run=run)
 
 

@@ -31,8 +31,7 @@ from tqdm import tqdm
 import micml
 from micml.data.clips import SEQ_LEN
 from micml.data.unified import PARTIAL_SUFFIX, RETIRED_SUFFIX, UnifiedDataset, read_image, replace_folder
-from micml.engine.checkpoint import (CheckpointError, build_model, error_summary, refused_pickle,
-                                     refused_pickle_message)
+from micml.engine.checkpoint import CheckpointError, build_model, read_weights_file, verify_weights
 from micml.evaluation.matfiles import coco_image_index
 from micml.inference.decode import REFERENCE_TOP_K
 from micml.inference.export import DetectionWriter
@@ -69,7 +68,7 @@ def load_detector(checkpoint_path: str | os.PathLike, expected_variant: str | No
         raise CheckpointError(
             f"{path}: checkpoint holds a {variant!r} model but {expected_variant!r} was asked for; "
             f"pass a checkpoint trained as {expected_variant!r}, or ask for {variant!r}")
-    model = build_model(variant, options)
+    model = build_model(variant, options, source=path)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
@@ -82,21 +81,12 @@ def load_detector(checkpoint_path: str | os.PathLike, expected_variant: str | No
 
 
 def _read_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; train a model (`micml train`) or give the "
-                              "path of an existing checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, EOFError... by damage
-        if refused_pickle(error):
-            raise CheckpointError(refused_pickle_message(path)) from None
-        raise CheckpointError(
-            f"{path}: cannot be read as a checkpoint ({error_summary(error)}); "
-            "the file is corrupt or truncated: re-train or re-download it") from error
+    checkpoint = read_weights_file(path)
     if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
         found = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
         raise CheckpointError(f"{path}: not a micml checkpoint (expected a dict with a 'state_dict', found "
                               f"{found}); give a checkpoint written by `micml train`")
+    verify_weights(checkpoint, path)
     return dict(checkpoint)
 
 
