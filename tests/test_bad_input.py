@@ -230,7 +230,7 @@ def test_training_config_of_the_wrong_type_names_the_file_and_key(capsys, tmp_pa
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(config))
     message = one_line_error(capsys, "train", tmp_path / "data", tmp_path / "run", "--model", "dsfnet", "--config", path)
-    assert f"{path}: invalid value at 'training/epochs': 'five' is not of type 'integer'" in message
+    assert f"{path}: invalid value at 'training.epochs': 'five' is not of type 'integer'" in message
     assert not (tmp_path / "run").exists()
 
 
@@ -336,17 +336,29 @@ def test_every_checkpoint_read_refuses_pickled_code():
 
 
 def test_training_refuses_a_corrupt_resume_checkpoint_in_one_line(dataset_and_checkpoint, tmp_path):
+    from micml.config import load_config
+    from micml.engine.launch import model_training_config
+    from micml.engine.train import run_identity, write_identity
+
     data, good = dataset_and_checkpoint
     run = tmp_path / "run"
     run.mkdir()
+    test_config = REPO / ".test" / "config.yaml"
+    write_identity(run, run_identity(model_training_config(load_config(test_config)["training"], "centernet"), data))
     (run / "last.pt").write_bytes(good.read_bytes()[:4096])  # no micml write leaves this: disk damage
-    result = subprocess.run([sys.executable, "-m", "micml.cli", "train", str(data), str(run), "--model", "centernet",
-                             "--config", str(REPO / ".test" / "config.yaml")], capture_output=True, text=True,
-                            timeout=600)
+    command = [sys.executable, "-m", "micml.cli", "train", str(data), str(run), "--model", "centernet",
+               "--config", str(test_config)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert any(line.startswith(f"micml train [rank 0]: {run / 'last.pt'}: cannot be read as a micml checkpoint")
-               and line.endswith("delete it to start again, or point to another file")
-               for line in result.stderr.splitlines()), result.stderr[-3000:]
+    assert any(
+        line.startswith(f"micml train: {run / 'last.pt'}: cannot be read as a checkpoint")
+        and line.endswith("the file is corrupt or truncated: re-train or re-download it")
+        for line in result.stderr.splitlines()), result.stderr[-3000:]
+
+    (run / "run.json").unlink()  # a run of unknown settings is not resumed at all
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"micml train: {run}: holds last.pt of a run whose settings were not recorded" in result.stderr
 
 
 def test_detect_on_a_video_that_cannot_be_decoded_is_named(capsys, dataset_and_checkpoint, tmp_path):
