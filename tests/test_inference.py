@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import micml.models
+from micml.engine.checkpoint import weights_digest
 from micml.data.clips import SEQ_LEN, clip_frame_indices, normalise, pad_to_multiple
 from micml.data.unified import DatasetError, UnifiedDataset, UnifiedWriter, read_image
 from micml.engine.checkpoint import CheckpointError
@@ -469,7 +470,9 @@ def test_predict_split_writes_mat_tree_coco_json_and_csv(tmp_path, tiny_dataset,
                 for video, frames in expected.items()}
     write_coco_results(tmp_path / "reference.json", from_mat, image_ids)
     assert (out / "detections.json").read_text() == (tmp_path / "reference.json").read_text()
-    assert json.loads((out / "predict.json").read_text())["frames"] == 5
+    predicted = json.loads((out / "predict.json").read_text())
+    assert predicted["frames"] == 5
+    assert predicted["weights_sha256"] == weights_digest(torch.load(checkpoint, weights_only=True)["state_dict"])
 
 
 def test_export_mat_from_csv_equals_the_direct_mat_tree(tmp_path, tiny_dataset, checkpoint):

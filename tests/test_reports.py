@@ -141,6 +141,12 @@ def test_coco_ap50_per_video_and_pooled(evaluated):
     assert set(written.columns) == {"AP50", "AP", "AP75", "AR"}
 
 
+def test_summary_json_names_the_weights_of_the_predictions(toy_dataset, toy_predictions, tmp_path):
+    (toy_predictions / "predict.json").write_text(json.dumps({"weights_sha256": "ab" * 32}))
+    evaluate_predictions(toy_dataset, toy_predictions, "test", tmp_path / "metrics")
+    assert json.loads((tmp_path / "metrics" / "summary.json").read_text())["weights_sha256"] == "ab" * 32
+
+
 def test_summary_json_holds_the_headline_numbers(evaluated):
     _, out_dir = evaluated
     summary = json.loads((out_dir / "summary.json").read_text())

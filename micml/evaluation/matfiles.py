@@ -29,6 +29,7 @@ import scipy.io
 from micml.evaluation.coco import xyxy_to_xywh
 
 MAT_VARIABLE = "A"
+PREDICT_SUMMARY = "predict.json"  # beside mat/: settings, weights digest and speed of the run that predicted
 HIEUM_VARIABLE = "Detect_Result"
 FRAME_FILE = re.compile(r"^(\d+)\.mat$")
 SCORE_FOR_UNSCORED_ROWS = 1.0

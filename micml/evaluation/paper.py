@@ -30,6 +30,7 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from micml.evaluation.matfiles import PREDICT_SUMMARY
 from micml.evaluation.report_tables import (
     DSFNET_IOU_THRESHOLDS,
     MEAN_ROW,
@@ -45,7 +46,6 @@ from micml.evaluation.report_tables import (
 ABLATION_VARIANTS = ("centernet", "dsfnet_static", "dsfnet_dynamic", "dsfnet", "micml", "micml_motion_at_test",
                      "micml_no_adapter", "micml_no_mining")
 MODELS_TABLE = Path("tables") / "models.csv"
-PREDICT_SUMMARY = "predict.json"
 PER_VIDEO_METRICS = "dsfnet_f1.csv"
 NOTE = "note"
 PARTIAL = "partial"

@@ -43,7 +43,7 @@ import pandas as pd
 from micml.data.unified import UnifiedDataset, Video
 from micml.evaluation.coco import coco_ap50
 from micml.evaluation.dsfnet import centre_distance, dsfnet_f1, pr_curve_distance, pr_curve_dsfnet
-from micml.evaluation.matfiles import atomic_write, read_detection_dir
+from micml.evaluation.matfiles import PREDICT_SUMMARY, atomic_write, read_detection_dir
 from micml.evaluation.points import dronecrowd_lmap, pr_curve_points
 from micml.paths import check_output_apart
 from micml.tables import format_cell, markdown_table, write_table
@@ -504,10 +504,13 @@ def summary_document(dataset_root, predictions_dir, split: str, protocols: Seque
     """The headline numbers over the frames scored; `partial` with the `missing` frames when those
     are fewer than the split's."""
     counted = [rows for video in truth for frame, rows in detections.get(video, {}).items() if frame in truth[video]]
+    predicted = Path(predictions_dir) / PREDICT_SUMMARY
+    weights = json.loads(predicted.read_text()).get("weights_sha256") if predicted.is_file() else None
     return {
         "dataset": Path(dataset_root).name,
         "split": split,
         "predictions": str(predictions_dir),
+        "weights_sha256": weights,  # of the checkpoint that made the predictions (predict.json)
         "protocols": list(protocols),
         "partial": missing is not None,
         **({"missing": dict(missing)} if missing is not None else {}),

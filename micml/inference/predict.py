@@ -31,8 +31,8 @@ from tqdm import tqdm
 import micml
 from micml.data.clips import SEQ_LEN
 from micml.data.unified import PARTIAL_SUFFIX, RETIRED_SUFFIX, UnifiedDataset, read_image, replace_folder
-from micml.engine.checkpoint import CheckpointError, build_model, read_weights_file, verify_weights
-from micml.evaluation.matfiles import coco_image_index
+from micml.engine.checkpoint import CheckpointError, build_model, read_weights_file, verify_weights, weights_digest
+from micml.evaluation.matfiles import PREDICT_SUMMARY, coco_image_index
 from micml.inference.decode import REFERENCE_TOP_K
 from micml.inference.export import DetectionWriter
 from micml.inference.tiling import DEFAULT_OVERLAP, TiledDetector
@@ -41,7 +41,7 @@ from micml.paths import check_output_apart
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "predict.json"
+SUMMARY_FILE = PREDICT_SUMMARY
 # Options that describe how a model was *initialised*, not its architecture: the checkpoint's
 # weights replace them, and the file they name need not exist where the detector is used.
 INITIALISATION_OPTIONS = ("pretrained",)
@@ -77,7 +77,10 @@ def load_detector(checkpoint_path: str | os.PathLike, expected_variant: str | No
             f"({str(error).splitlines()[0]}); the file comes from an incompatible micml version or was "
             "modified: re-train or re-download it") from error
     model = model.to(device).eval()
-    return optimize_for_inference(model) if optimize else model
+    model = optimize_for_inference(model) if optimize else model
+    # What predict.json and the metrics record, so a score names the exact weights behind it.
+    model.weights_sha256 = checkpoint.get("weights_sha256") or weights_digest(checkpoint["state_dict"])
+    return model
 
 
 def _read_checkpoint(path: Path) -> dict:
@@ -128,6 +131,7 @@ def rolling_clips(frames: Iterable[np.ndarray], length: int = SEQ_LEN) -> Iterat
 class PredictionSummary:
     out_dir: str
     checkpoint: str
+    weights_sha256: str
     variant: str
     split: str
     tile: int | None
@@ -182,7 +186,8 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
                 bar.update()
     seconds = time.perf_counter() - started
     summary = PredictionSummary(
-        out_dir=str(out_dir), checkpoint=str(checkpoint), variant=getattr(model, "variant", "?"), split=split,
+        out_dir=str(out_dir), checkpoint=str(checkpoint), weights_sha256=model.weights_sha256,
+        variant=getattr(model, "variant", "?"), split=split,
         tile=tile, overlap=overlap, batch_size=batch_size, top_k=top_k, soft_nms=soft_nms, device=str(device), amp=amp,
         videos=len(videos), frames=writer.frames, detections=writer.rows, seconds=round(seconds, 3),
         frames_per_second=round(writer.frames / seconds, 3) if seconds > 0 else float("inf"))
