@@ -1,0 +1,58 @@
+"""Where the workflow's results live: the one place that spells a result path.
+
+```
+results/data/<dataset>/                                  unified dataset (frames, annotations, meta.json)
+results/<dataset>/<model>/seed<seed>/                    one training run and everything made from it:
+    train/                                               resumable state: last.pt, best.pt, log.csv, run.json
+    model.pt                                             best checkpoint (by val F1)
+    predictions/<split>/                                 predict.json, detections.{csv,json}, mat/
+    metrics/                                             summary.json and one table per protocol
+    plots/                                               qualitative.png
+results/<dataset>/plots/                                 per-dataset figures over models and seeds
+results/tables/                                          the paper tables
+```
+
+Every function takes the results folder and the names; given Snakemake wildcards as text
+(`run_dir("results", "{dataset}", "{model}", "{seed}")`) it returns the rule's path pattern, so
+the rules and the tables that read their outputs cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SEED_PREFIX = "seed"
+MODEL_FILE = "model.pt"
+
+
+def run_dir(results: Path | str, dataset: str, model: str, seed: int | str) -> Path:
+    """One training run (a model trained with one seed on one dataset) and what was made from it."""
+    return Path(results) / dataset / model / f"{SEED_PREFIX}{seed}"
+
+
+def train_dir(results: Path | str, dataset: str, model: str, seed: int | str) -> Path:
+    return run_dir(results, dataset, model, seed) / "train"
+
+
+def model_path(results: Path | str, dataset: str, model: str, seed: int | str) -> Path:
+    return run_dir(results, dataset, model, seed) / MODEL_FILE
+
+
+def predictions_dir(results: Path | str, dataset: str, model: str, seed: int | str, split: str) -> Path:
+    return run_dir(results, dataset, model, seed) / "predictions" / split
+
+
+def metrics_dir(results: Path | str, dataset: str, model: str, seed: int | str) -> Path:
+    return run_dir(results, dataset, model, seed) / "metrics"
+
+
+def run_plots_dir(results: Path | str, dataset: str, model: str, seed: int | str) -> Path:
+    return run_dir(results, dataset, model, seed) / "plots"
+
+
+def dataset_plots_dir(results: Path | str, dataset: str) -> Path:
+    return Path(results) / dataset / "plots"
+
+
+def tables_dir(results: Path | str) -> Path:
+    return Path(results) / "tables"
