@@ -1,18 +1,19 @@
 # micml: reproducible benchmark of MICML and its baselines on small moving objects.
 #
-# Results path scheme (every stage mirrors it under logs/ and benchmarks/):
+# Results path scheme (spelled by micml/layout.py; logs/ and benchmarks/ mirror it):
 #   resources/raw/{dataset}/                   native tree (downloaded, placed, or synthetic)
 #   resources/raw/{dataset}.manifest.json      what was verified or generated
 #   results/data/{dataset}/                    unified frames, annotations/{split}.json, meta.json
 #   results/{dataset}/dataset_summary.{csv,md,png}
-#   results/{dataset}/{model}/train/           resumable training state (last.pt, log.csv, provenance.json)
-#   results/{dataset}/{model}/model.pt         best checkpoint (chosen on val)
-#   results/{dataset}/{model}/predictions/{split}/  mat/{video}/{frame:06d}.mat, detections.json, .csv, predict.json
-#   results/{dataset}/{model}/metrics/         one table per protocol (csv, md, html), pr_curve.csv, summary.json
-#   results/{dataset}/{model}/plots/           qualitative.png (TP/FP/FN)
-#   results/{dataset}/plots/                   pr_curves.png, per_video_f1.png, training_curves.png
+#   results/{dataset}/{model}/seed{seed}/      one training run and what is made from it:
+#       train/                                 resumable state (last.pt, log.csv, provenance.json, run.json)
+#       model.pt                               best checkpoint (chosen on val)
+#       predictions/{split}/                   mat/{video}/{frame:06d}.mat, detections.json, .csv, predict.json
+#       metrics/                               one table per protocol (csv, md, html), pr_curve.csv, summary.json
+#       plots/                                 qualitative.png (TP/FP/FN)
+#   results/{dataset}/plots/                   pr_curves.png, per_video_f1.png, training_curves.png (models x seeds)
 #   results/ops/dcn_check.{json,md}            deformable-convolution check on this machine
-#   results/tables/                            models.*, paper_{main,per_video_*,ablation,efficiency}.*
+#   results/tables/                            models.*, paper_{main,paired,per_video_*,ablation,efficiency}.*
 import sys
 
 from snakemake.utils import min_version

@@ -3,6 +3,8 @@ import os
 import re
 from pathlib import Path
 
+from micml import layout
+
 # Environment of every job. Jobs import the `micml` package from this checkout, also inside
 # `--sdm conda` envs, which hold only its dependencies. OpenMP threads sleep instead of
 # spinning while they wait: two jobs sharing few cores otherwise slow each other ~2-10x. The
@@ -14,10 +16,12 @@ os.environ.update(
 )
 
 RAW = config["paths"]["raw"]
+RESULTS = "results"
 DATASETS = config["datasets"]
 SYNTHETIC_DATASETS = [name for name, entry in DATASETS.items() if entry["source"] == "synthetic"]
 PLACED_DATASETS = [name for name, entry in DATASETS.items() if entry["source"] != "synthetic"]
 MODELS = config["models"]
+SEEDS = config["seeds"]
 SPLIT = config["testing"]["split"]
 # The protocols each native format is scored with; the converters write the same list into
 # meta.json (the tiny workflow test checks that the two agree).
@@ -50,6 +54,17 @@ def alternatives(names):
 wildcard_constraints:
     dataset=alternatives(DATASETS),
     model=alternatives(MODEL_VARIANTS),
+    seed=r"\d+",
+
+
+def run_pattern(path_of, *args):
+    """A path of micml.layout for one run, with the wildcards {dataset}, {model}, {seed} in it."""
+    return str(path_of(RESULTS, "{dataset}", "{model}", "{seed}", *args))
+
+
+def training_overrides(wildcards):
+    """Command-line training keys, then the run's seed (both win over per_model)."""
+    return {**TRAINING_OVERRIDES, "seed": int(wildcards.seed)}
 
 
 def dataset_entry(wildcards):
@@ -83,8 +98,8 @@ def gpus_for_check(wildcards):
 
 
 def train_dir(wildcards):
-    """Resumable training state of one dataset x model (outside the declared outputs)."""
-    return f"results/{wildcards.dataset}/{wildcards.model}/train"
+    """Resumable training state of one run (outside the declared outputs)."""
+    return str(layout.train_dir(RESULTS, wildcards.dataset, wildcards.model, wildcards.seed))
 
 
 def gpus_for_training(wildcards):
@@ -101,9 +116,10 @@ def dataset_protocols(wildcards):
 
 
 def paper_table_inputs(wildcards):
-    """Metrics of every benchmark dataset x model. (`micml paper-tables` tabulates whatever
-    exists without running anything; a run not made yet shows as missing.)"""
-    return expand("results/{dataset}/{model}/metrics/summary.json", dataset=BENCHMARK_DATASETS, model=MODELS)
+    """Metrics of every benchmark dataset x model x seed. (`micml paper-tables` tabulates
+    whatever exists without running anything; a run not made yet shows as missing.)"""
+    return expand(run_pattern(layout.metrics_dir) + "/summary.json", dataset=BENCHMARK_DATASETS, model=MODELS,
+                  seed=SEEDS)
 
 
 def all_targets():
@@ -112,7 +128,8 @@ def all_targets():
         "results/tables/models.csv",
     ]
     targets += expand("results/{dataset}/dataset_summary.{ext}", dataset=DATASETS, ext=["csv", "md", "png"])
-    targets += expand("results/{dataset}/{model}/plots/qualitative.png", dataset=BENCHMARK_DATASETS, model=MODELS)
+    targets += expand(run_pattern(layout.run_plots_dir) + "/qualitative.png", dataset=BENCHMARK_DATASETS,
+                      model=MODELS, seed=SEEDS)
     targets += expand("results/{dataset}/plots/pr_curves.png", dataset=BENCHMARK_DATASETS)
     targets.append("results/tables/paper_main.html")
     return targets

@@ -4,24 +4,24 @@
 
 rule evaluate:
     input:
-        predictions=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/predict.json",
-        mat=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/mat",
+        predictions=run_pattern(layout.predictions_dir, SPLIT) + "/predict.json",
+        mat=run_pattern(layout.predictions_dir, SPLIT) + "/mat",
         meta="results/data/{dataset}/meta.json",
     output:
-        summary="results/{dataset}/{model}/metrics/summary.json",
-        curves="results/{dataset}/{model}/metrics/pr_curve.csv",
+        summary=run_pattern(layout.metrics_dir) + "/summary.json",
+        curves=run_pattern(layout.metrics_dir) + "/pr_curve.csv",
         f1=report(
-            "results/{dataset}/{model}/metrics/dsfnet_f1.html",
+            run_pattern(layout.metrics_dir) + "/dsfnet_f1.html",
             caption="../report/metrics_dsfnet_f1.rst",
             category="Metrics",
             subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "model": "{model}", "table": "P/R/F1 (IoU)"},
+            labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "table": "P/R/F1 (IoU)"},
         ),
     params:
         split=SPLIT,
         protocols=dataset_protocols,
     log:
-        "logs/evaluate/{dataset}/{model}.log",
+        "logs/evaluate/{dataset}/{model}/seed{seed}.log",
     conda:
         "../envs/evaluate.yaml"
     script:
@@ -30,21 +30,21 @@ rule evaluate:
 
 rule qualitative:
     input:
-        predictions=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/predict.json",
-        mat=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/mat",
+        predictions=run_pattern(layout.predictions_dir, SPLIT) + "/predict.json",
+        mat=run_pattern(layout.predictions_dir, SPLIT) + "/mat",
         meta="results/data/{dataset}/meta.json",
     output:
         png=report(
-            "results/{dataset}/{model}/plots/qualitative.png",
+            run_pattern(layout.run_plots_dir) + "/qualitative.png",
             caption="../report/qualitative.rst",
             category="Detections",
             subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "model": "{model}", "figure": "TP/FP/FN"},
+            labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "TP/FP/FN"},
         ),
     params:
         split=SPLIT,
     log:
-        "logs/qualitative/{dataset}/{model}.log",
+        "logs/qualitative/{dataset}/{model}/seed{seed}.log",
     conda:
         "../envs/evaluate.yaml"
     script:
@@ -53,9 +53,9 @@ rule qualitative:
 
 rule dataset_plots:
     input:
-        curves=expand("results/{{dataset}}/{model}/metrics/pr_curve.csv", model=MODELS),
-        f1=expand("results/{{dataset}}/{model}/metrics/summary.json", model=MODELS),
-        models=expand("results/{{dataset}}/{model}/model.pt", model=MODELS),
+        curves=expand(run_pattern(layout.metrics_dir) + "/pr_curve.csv", model=MODELS, seed=SEEDS, allow_missing=True),
+        f1=expand(run_pattern(layout.metrics_dir) + "/summary.json", model=MODELS, seed=SEEDS, allow_missing=True),
+        models=expand(run_pattern(layout.model_path), model=MODELS, seed=SEEDS, allow_missing=True),
     output:
         pr=report(
             "results/{dataset}/plots/pr_curves.png",
@@ -80,6 +80,8 @@ rule dataset_plots:
         ),
     params:
         models=MODELS,
+        seeds=SEEDS,
+        results=RESULTS,
     log:
         "logs/dataset_plots/{dataset}.log",
     conda:
@@ -115,6 +117,8 @@ rule paper_tables:
     params:
         datasets=BENCHMARK_DATASETS,
         models=MODELS,
+        seeds=SEEDS,
+        results=RESULTS,
         split=SPLIT,
     log:
         "logs/paper_tables/paper_tables.log",

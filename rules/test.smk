@@ -4,20 +4,20 @@
 
 rule test:
     input:
-        model="results/{dataset}/{model}/model.pt",
+        model=run_pattern(layout.model_path),
         meta="results/data/{dataset}/meta.json",
     output:
-        summary=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/predict.json",
-        csv=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/detections.csv",
+        summary=run_pattern(layout.predictions_dir, SPLIT) + "/predict.json",
+        csv=run_pattern(layout.predictions_dir, SPLIT) + "/detections.csv",
     params:
         testing=config["testing"],
     threads: 2
     resources:
         gpu=gpus_for_testing,
     benchmark:
-        "benchmarks/test/{dataset}/{model}.tsv"
+        "benchmarks/test/{dataset}/{model}/seed{seed}.tsv"
     log:
-        "logs/test/{dataset}/{model}.log",
+        "logs/test/{dataset}/{model}/seed{seed}.log",
     conda:
         "../envs/torch.yaml"
     script:
@@ -27,14 +27,14 @@ rule test:
 # A CPU job: the GPU job above does not wait for thousands of small files to be written.
 rule export_mat:
     input:
-        csv=f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/detections.csv",
+        csv=run_pattern(layout.predictions_dir, SPLIT) + "/detections.csv",
         meta="results/data/{dataset}/meta.json",
     output:
-        mat=directory(f"results/{{dataset}}/{{model}}/predictions/{SPLIT}/mat"),
+        mat=directory(run_pattern(layout.predictions_dir, SPLIT) + "/mat"),
     params:
         split=SPLIT,
     log:
-        "logs/export_mat/{dataset}/{model}.log",
+        "logs/export_mat/{dataset}/{model}/seed{seed}.log",
     conda:
         "../envs/torch.yaml"  # micml.inference imports torch
     script:

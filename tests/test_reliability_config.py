@@ -109,3 +109,10 @@ def test_nested_config_values_work_as_in_snakemake(tmp_path):
     output = typo.stdout + typo.stderr
     assert "--config: unknown key 'training.iters_per_epok'; did you mean 'iters_per_epoch'?" in output
     assert "synthetic:" not in output  # no dump of the config
+
+
+@pytest.mark.parametrize("seeds, fragment", [([], "should be non-empty"), ([0, 0], "has non-unique elements"),
+                                             (["a"], "'a' is not of type 'integer'"), ([-1], "less than the minimum")])
+def test_seeds_must_be_distinct_non_negative_integers(seeds, fragment):
+    message = rejected(lambda c: c.update(seeds=seeds))
+    assert "invalid value at 'seeds" in message and fragment in message

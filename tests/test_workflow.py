@@ -6,9 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import itertools
+
 import pandas as pd
 import pytest
 import yaml
+
+from micml import layout
+from micml.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
@@ -48,6 +53,16 @@ def test_dry_run_of_all_plans_every_stage(tmp_path):
     assert jobs["convert"] == len(datasets)
     assert jobs["dataset_summary"] == len(datasets)
     assert jobs["dcn_check"] == 1 and jobs["model_table"] == 1 and jobs["all"] == 1
+
+
+def test_every_seed_is_a_run_of_its_own(tmp_path):
+    default = REPO / "config" / "config.yaml"
+    one = planned_jobs(snakemake("-n", "--forceall", "--configfile", str(default), cwd=tmp_path).stdout)
+    two = snakemake("-n", "--forceall", "--configfile", str(default), "--config", "seeds=[0,1]", cwd=tmp_path)
+    jobs = planned_jobs(two.stdout + two.stderr)
+    for rule in ("train", "test", "export_mat", "evaluate", "qualitative"):
+        assert jobs[rule] == 2 * one[rule], rule
+    assert "results/synthetic/micml/seed1/model.pt" in two.stdout
 
 
 def test_gpu_resource_must_come_before_the_separator(tmp_path):
@@ -100,8 +115,8 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     benchmark = [name for name, entry in datasets.items() if entry.get("benchmark", True) and entry["format"] != "video"]
     for dataset in benchmark:
         meta = json.loads((tmp_path / "results" / "data" / dataset / "meta.json").read_text())
-        for model in config["models"]:
-            run = tmp_path / "results" / dataset / model
+        for model, seed in itertools.product(config["models"], load_config(TEST_CONFIG)["seeds"]):
+            run = layout.run_dir(tmp_path / "results", dataset, model, seed)
             assert (run / "train" / "last.pt").is_file() and (run / "model.pt").is_file()
             steps = [row for row in pd.read_csv(run / "train" / "log.csv").itertuples() if row.kind == "train"]
             budget = {**config["training"], **config["training"]["per_model"][model]}
@@ -119,3 +134,9 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     # Nothing is left to do: a second run plans no job.
     again = snakemake("-n", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # A seed more trains, tests and scores only the new runs; the finished ones are reused.
+    more = snakemake("-n", "--configfile", str(TEST_CONFIG), "--config", "seeds=[0,1]", cwd=tmp_path)
+    jobs = planned_jobs(more.stdout + more.stderr)
+    new_runs = len(benchmark) * len(config["models"])
+    assert jobs["train"] == jobs["test"] == jobs["evaluate"] == new_runs, jobs
+    assert "seed0/model.pt" not in "".join(line for line in more.stdout.splitlines() if "output:" in line)

@@ -65,6 +65,7 @@ from micml.engine.distributed import (
     wrap_model,
 )
 from micml.engine.losses import CenterNetLoss
+from micml.machine import cpu_model
 from micml.precision import AMP_DTYPES, autocast
 
 log = logging.getLogger("micml.engine")
@@ -351,8 +352,7 @@ def run_record(context: DistContext, effective: Mapping, resumed_from: Mapping |
         "hostname": socket.gethostname(),
         "command": sys.argv,
         "device": str(context.device),
-        "device_name": (torch.cuda.get_device_name(context.device) if context.device.type == "cuda"
-                        else platform.processor()),
+        "device_name": device_name(context.device),
         "world_size": context.world_size,
         "effective": dict(effective),
         "resumed_from": dict(resumed_from) if resumed_from else None,
@@ -360,6 +360,10 @@ def run_record(context: DistContext, effective: Mapping, resumed_from: Mapping |
                      "torchvision": torchvision.__version__, "numpy": np.__version__, "opencv": cv2.__version__},
         "git_commit": git_commit(),
     }
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
 
 
 def write_provenance(out_dir: Path, config: Mapping, dataset_root: Path, record: Mapping, *, fresh: bool) -> None:
@@ -509,6 +513,7 @@ class TrainState:
     best_value: float | None = None
     best_epoch: int | None = None
     last_val: dict = field(default_factory=dict)
+    train_seconds: float = 0.0  # wall time of the training iterations so far, resumed runs included
 
 
 def train(config: Mapping, dataset_root: Path | str, out_dir: Path | str, *, fresh: bool = False,
@@ -636,7 +641,8 @@ def restore(path: Path, fingerprint: str, model: nn.Module, optimizer: torch.opt
     restore_rng_state(checkpoint["rng"])
     best = checkpoint["best"]
     return TrainState(checkpoint["epoch"], checkpoint["iteration"], checkpoint["global_step"],
-                      best["value"], best["epoch"], dict(checkpoint.get("val") or {}))
+                      best["value"], best["epoch"], dict(checkpoint.get("val") or {}),
+                      float(checkpoint["training"]["seconds"]))
 
 
 class Loop:
@@ -696,6 +702,7 @@ class Loop:
             self.state.iteration, self.state.global_step = iteration, self.state.global_step + 1
             dropped_in_epoch += dropped
             seconds, tick = time.perf_counter() - tick, time.perf_counter()
+            self.state.train_seconds += seconds
             bar.update(1)
             bar.set_postfix(loss=f"{losses['total']:.4f}", refresh=False)
             if self.csv_log and (iteration % self.config["log_interval"] == 0 or iteration == self.iterations):
@@ -782,6 +789,7 @@ class Loop:
             "val": dict(self.state.last_val),
             "config": dict(self.config),
             "run": self.fingerprint,
+            "training": self.budget(),
         }
         if with_optimizer:
             checkpoint["optimizer"] = self.optimizer.state_dict()
@@ -789,6 +797,14 @@ class Loop:
             if self.scaler.is_enabled():
                 checkpoint["scaler"] = self.scaler.state_dict()
         return checkpoint
+
+    def budget(self) -> dict:
+        """What this run has spent and where: tables compare models at stated budgets, and a
+        score is only reproducible on the same CPU kind and thread count."""
+        return {"seed": self.config["seed"], "steps": self.state.global_step,
+                "samples": self.state.global_step * self.config["batch_size"],
+                "seconds": round(self.state.train_seconds, 3), "device": device_name(self.context.device),
+                "processes": self.context.world_size, "threads": torch.get_num_threads(), "torch": torch.__version__}
 
     def show_progress(self) -> bool:
         setting = self.config["progress"]

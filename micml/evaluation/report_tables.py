@@ -504,13 +504,16 @@ def summary_document(dataset_root, predictions_dir, split: str, protocols: Seque
     """The headline numbers over the frames scored; `partial` with the `missing` frames when those
     are fewer than the split's."""
     counted = [rows for video in truth for frame, rows in detections.get(video, {}).items() if frame in truth[video]]
-    predicted = Path(predictions_dir) / PREDICT_SUMMARY
-    weights = json.loads(predicted.read_text()).get("weights_sha256") if predicted.is_file() else None
+    predicted_path = Path(predictions_dir) / PREDICT_SUMMARY
+    predicted = json.loads(predicted_path.read_text()) if predicted_path.is_file() else {}
     return {
         "dataset": Path(dataset_root).name,
         "split": split,
         "predictions": str(predictions_dir),
-        "weights_sha256": weights,  # of the checkpoint that made the predictions (predict.json)
+        # Of the checkpoint that made the predictions (predict.json): its weights, and the seed,
+        # steps, samples, seconds and machine of its training.
+        "weights_sha256": predicted.get("weights_sha256"),
+        "training": predicted.get("training") or {},
         "protocols": list(protocols),
         "partial": missing is not None,
         **({"missing": dict(missing)} if missing is not None else {}),

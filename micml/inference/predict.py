@@ -80,6 +80,7 @@ def load_detector(checkpoint_path: str | os.PathLike, expected_variant: str | No
     model = optimize_for_inference(model) if optimize else model
     # What predict.json and the metrics record, so a score names the exact weights behind it.
     model.weights_sha256 = checkpoint.get("weights_sha256") or weights_digest(checkpoint["state_dict"])
+    model.training_budget = dict(checkpoint.get("training") or {})  # seed, steps, seconds, CPU (micml train)
     return model
 
 
@@ -146,6 +147,7 @@ class PredictionSummary:
     detections: int
     seconds: float
     frames_per_second: float
+    training: dict  # the checkpoint's training budget and machine; {} for a checkpoint without one
 
 
 def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
@@ -190,7 +192,8 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
         variant=getattr(model, "variant", "?"), split=split,
         tile=tile, overlap=overlap, batch_size=batch_size, top_k=top_k, soft_nms=soft_nms, device=str(device), amp=amp,
         videos=len(videos), frames=writer.frames, detections=writer.rows, seconds=round(seconds, 3),
-        frames_per_second=round(writer.frames / seconds, 3) if seconds > 0 else float("inf"))
+        frames_per_second=round(writer.frames / seconds, 3) if seconds > 0 else float("inf"),
+        training=model.training_budget)
     log.info("%s/%s: %d frames in %.1f s, %.2f frames/s (tile %s, device %s)", Path(dataset_root).name, split,
              summary.frames, seconds, summary.frames_per_second, tile or "whole frame", device)
     _write_summary(work / SUMMARY_FILE, summary)
