@@ -252,13 +252,13 @@ def _evaluate(parser):
 
 @subcommand("paper-tables", "paper tables from whatever has been run")
 def _paper_tables(parser):
-    parser.description = ("Build the paper tables (methods x datasets, per video, ablation, efficiency) from "
-                          "whatever exists under RESULTS without running anything; runs not made yet are "
-                          "shown as missing.")
+    parser.description = ("Build the paper tables (methods x datasets, paired differences, per video, ablation, "
+                          "efficiency) over the config's seeds from whatever exists under RESULTS without running "
+                          "anything; runs not made yet are shown as missing.")
     parser.add_argument("--results", type=Path, default=Path("results"), help="the workflow's results folder")
     parser.add_argument("--out", type=Path, default=Path("results/tables"), help="where the tables go")
     parser.add_argument("--config", type=Path, default=Path("config/config.yaml"),
-                        help="config naming the datasets and models to tabulate")
+                        help="config naming the datasets, models and seeds to tabulate")
 
     def run(args):
         from micml.config import load_config
@@ -267,7 +267,7 @@ def _paper_tables(parser):
         config = load_config(args.config)
         datasets = [name for name, entry in config["datasets"].items()
                     if entry["benchmark"] and entry["format"] != "video"]
-        tables = write_paper_tables(args.results, datasets, config["models"], args.out,
+        tables = write_paper_tables(args.results, datasets, config["models"], args.out, seeds=config["seeds"],
                                     split=config["testing"]["split"])
         print("\n".join(str(args.out / f"{stem}.md") for stem in tables))
     parser.set_defaults(run=run)

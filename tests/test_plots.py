@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from micml import layout
 from micml.data.unified import UnifiedWriter
 from micml.engine.train import LOG_FIELDS
 from micml.evaluation import dsfnet_f1, frame_mat_path, write_frame_mat
@@ -20,6 +21,8 @@ from micml.evaluation.plots import (
     TP_COLOUR,
     classify_frame,
     model_colours,
+    plot_dataset_figures,
+    plot_main_f1,
     plot_per_video_f1,
     plot_pr_curves,
     plot_qualitative,
@@ -66,7 +69,7 @@ def dataset(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def predictions(tmp_path: Path) -> Path:
-    root = tmp_path / "results" / "toy" / "micml" / "predictions" / "test"
+    root = layout.predictions_dir(tmp_path / "results", "toy", "micml", 0, "test")
     for frame, rows in DETECTIONS.items():
         write_frame_mat(frame_mat_path(root / "mat", "v1", frame), rows)
     return root
@@ -74,7 +77,7 @@ def predictions(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def metrics(dataset, predictions, tmp_path) -> Path:
-    out_dir = tmp_path / "results" / "toy" / "micml" / "metrics"
+    out_dir = layout.metrics_dir(tmp_path / "results", "toy", "micml", 0)
     evaluate_predictions(dataset, predictions, "test", out_dir)
     return out_dir
 
@@ -108,31 +111,80 @@ def test_per_video_f1_bars(metrics, tmp_path):
     assert colour_pixels(image, micml_blue).sum() > 500  # two bars: v1 and the mean
 
 
+def write_log(path: Path, scale: float) -> Path:
+    """A training log.csv of 40 steps (losses falling with the step, times `scale`) and two validations."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, LOG_FIELDS)
+        writer.writeheader()
+        for step in range(1, 41):
+            losses = {"hm": scale * 5 / step, "wh": scale * 3 / step, "reg": 0.2 / step ** 0.5}
+            writer.writerow({"kind": "train", "epoch": 1 + (step - 1) // 10, "iteration": 1 + (step - 1) % 10,
+                             "step": step, "lr": 5e-4 if step <= 30 else 5e-5, **losses,
+                             "total": losses["hm"] + 0.1 * losses["wh"] + losses["reg"], "dropped_objects": 0,
+                             "seconds": 0.5})
+            if step % 20 == 0:
+                writer.writerow({"kind": "val", "epoch": step // 10, "iteration": 10, "step": step, "lr": 5e-4,
+                                 "precision": 0.5, "recall": 0.4 + step / 100, "f1": 0.45 + step / 200,
+                                 "seconds": 3.0})
+    return path
+
+
 def test_training_curves_from_log_csv(tmp_path):
     colours = model_colours(["micml", "dsfnet"])
-    paths = []
-    for model, scale in (("micml", 1.0), ("dsfnet", 2.0)):
-        path = tmp_path / "results" / "toy" / model / "train" / "log.csv"
-        path.parent.mkdir(parents=True)
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, LOG_FIELDS)
-            writer.writeheader()
-            for step in range(1, 41):
-                losses = {"hm": scale * 5 / step, "wh": scale * 3 / step, "reg": 0.2 / step ** 0.5}
-                writer.writerow({"kind": "train", "epoch": 1 + (step - 1) // 10, "iteration": 1 + (step - 1) % 10,
-                                 "step": step, "lr": 5e-4 if step <= 30 else 5e-5, **losses,
-                                 "total": losses["hm"] + 0.1 * losses["wh"] + losses["reg"], "dropped_objects": 0,
-                                 "seconds": 0.5})
-                if step % 20 == 0:
-                    writer.writerow({"kind": "val", "epoch": step // 10, "iteration": 10, "step": step, "lr": 5e-4,
-                                     "precision": 0.5, "recall": 0.4 + step / 100, "f1": 0.45 + step / 200,
-                                     "seconds": 3.0})
-        paths.append(path)
-    out = plot_training_curves(paths + [tmp_path / "results" / "toy" / "centernet" / "train" / "log.csv"],
+    results = tmp_path / "results"
+    paths = [write_log(layout.train_dir(results, "toy", model, seed) / "log.csv", scale * (1 + seed / 4))
+             for model, scale in (("micml", 1.0), ("dsfnet", 2.0)) for seed in (0, 1)]
+    out = plot_training_curves(paths + [layout.train_dir(results, "toy", "centernet", 0) / "log.csv"],
                                tmp_path / "train.png")
     assert png_size(out) == (1500, 800)
     image = read_rgb(out)
-    for model in ("micml", "dsfnet"):  # labels come from the model folder above train/
+    for model in ("micml", "dsfnet"):  # runs are named by their model and seed folders above train/
+        assert colour_pixels(image, rgb255(colours[model]), 20).sum() > 1000, model
+
+
+def test_training_curves_draw_one_line_per_seed(tmp_path):
+    one = write_log(tmp_path / "s0" / "log.csv", 1.0)
+    two = write_log(tmp_path / "s1" / "log.csv", 3.0)
+    single = read_rgb(plot_training_curves({"micml": {0: one}}, tmp_path / "one.png"))
+    both = read_rgb(plot_training_curves({"micml": {0: one, 1: two}}, tmp_path / "both.png"))
+    blue = rgb255(model_colours(["micml"])["micml"])
+    assert colour_pixels(both, blue, 20).sum() > 1.3 * colour_pixels(single, blue, 20).sum()
+
+
+def test_per_video_f1_over_seeds_has_error_bars(metrics, tmp_path):
+    shifted = pd.read_csv(metrics / "dsfnet_f1.csv", dtype={"video": str})
+    shifted["f1"] -= 0.3
+    other = tmp_path / "seed1_dsfnet_f1.csv"
+    shifted.to_csv(other, index=False)
+    one = read_rgb(plot_per_video_f1("toy", {"micml": {0: metrics / "dsfnet_f1.csv"}}, tmp_path / "one.png"))
+    two = read_rgb(plot_per_video_f1("toy", {"micml": {0: metrics / "dsfnet_f1.csv", 1: other}}, tmp_path / "two.png"))
+    blue = rgb255(model_colours(["micml"])["micml"])
+    assert colour_pixels(two, blue).sum() < colour_pixels(one, blue).sum()  # the mean over seeds is lower
+    black = colour_pixels(two, (0, 0, 0), 40) & ~colour_pixels(one, (0, 0, 0), 40)
+    assert black.sum() > 20  # error bars (std over the two seeds) drawn where one seed has none
+
+
+def test_dataset_figures_read_every_seed_through_the_layout(metrics, tmp_path):
+    results = tmp_path / "results"
+    write_log(layout.train_dir(results, "toy", "micml", 0) / "log.csv", 1.0)
+    plots = layout.dataset_plots_dir(results, "toy")
+    plot_dataset_figures(results, "toy", ["micml", "dsfnet"], [0, 1], pr_png=plots / "pr.png",
+                         per_video_png=plots / "bars.png", training_png=plots / "train.png")
+    for name in ("pr.png", "bars.png", "train.png"):
+        assert png_size(plots / name)[0] > 500, name
+
+
+def test_main_f1_figure_has_interval_error_bars(tmp_path):
+    nan = float("nan")
+    frame = pd.DataFrame({"dataset": ["toy", "toy", "viso", "viso"], "model": ["dsfnet", "micml"] * 2,
+                          "f1_iou0_mean": [0.6, 0.7, 0.5, nan], "f1_iou0_low": [0.5, 0.65, nan, nan],
+                          "f1_iou0_high": [0.7, 0.75, nan, nan], "f1_iou0_n": [3, 3, 1, 0],
+                          "interval": ["t over seeds"] * 2 + ["none (one seed, fewer than two videos)", "none (no run)"]})
+    out = plot_main_f1(frame, tmp_path / "f1.png")
+    image = read_rgb(out)
+    colours = model_colours(["dsfnet", "micml"])
+    for model in ("dsfnet", "micml"):
         assert colour_pixels(image, rgb255(colours[model]), 20).sum() > 1000, model
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from micml import layout
 from micml.cli import main as micml
 from micml.data.unified import UnifiedWriter
 from micml.evaluation.paper import write_paper_tables
@@ -96,7 +97,7 @@ def test_metrics_inside_the_predictions_or_the_dataset_are_refused(capsys, toy_d
 def partial_metrics(toy_dataset, tmp_path) -> Path:
     """v2 missing and v1 frame 3 missing, scored with --allow-partial into the results layout."""
     predictions = predictions_without(tmp_path, drop_videos=["v2"], drop_frames=[("v1", 3)])
-    out = tmp_path / "results" / "toy" / "dsfnet" / "metrics"
+    out = layout.metrics_dir(tmp_path / "results", "toy", "dsfnet", 0)
     assert micml(["evaluate", str(toy_dataset), str(predictions), str(out), "--allow-partial"]) == 0
     return out
 
@@ -130,7 +131,7 @@ def test_every_metric_table_says_partial(partial_metrics):
 
 def test_paper_tables_carry_the_partial_flag_into_every_row_that_uses_it(partial_metrics, tmp_path):
     results = tmp_path / "results"
-    write_paper_tables(results, ["toy"], ["dsfnet"], tmp_path / "tables")
+    write_paper_tables(results, ["toy"], ["dsfnet"], tmp_path / "tables", seeds=[0])
     for stem in ("paper_main", "paper_per_video_toy"):
         csv = pd.read_csv(tmp_path / "tables" / f"{stem}.csv", keep_default_na=False, na_values=[""])
         assert csv["partial"].all() and csv["note"].str.startswith("PARTIAL score: 3 frames").all(), stem

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from micml import layout
 from micml.data.unified import UnifiedWriter
 from micml.evaluation import frame_mat_path, write_frame_mat
 from micml.evaluation.paper import paper_table_files, write_paper_tables
@@ -85,12 +86,12 @@ def toy_dataset(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def toy_predictions(tmp_path: Path) -> Path:
-    return write_predictions(tmp_path / "results" / "toy" / "dsfnet" / "predictions" / "test", PREDICTIONS)
+    return write_predictions(layout.predictions_dir(tmp_path / "results", "toy", "dsfnet", 0, "test"), PREDICTIONS)
 
 
 @pytest.fixture
 def evaluated(toy_dataset, toy_predictions, tmp_path):
-    out_dir = tmp_path / "results" / "toy" / "dsfnet" / "metrics"
+    out_dir = layout.metrics_dir(tmp_path / "results", "toy", "dsfnet", 0)
     return evaluate_predictions(toy_dataset, toy_predictions, "test", out_dir), out_dir
 
 
@@ -251,73 +252,191 @@ def test_table_document_writes_matching_csv_markdown_and_html(tmp_path):
 
 @pytest.fixture
 def results(evaluated, tmp_path) -> Path:
-    """results/ with dsfnet evaluated on `toy`, micml never run, and `viso` not run at all."""
+    """results/ with dsfnet seed 0 evaluated on `toy`, micml never run, and `viso` not run at all."""
     results_dir = tmp_path / "results"
     (results_dir / "tables").mkdir()
     pd.DataFrame({"variant": ["dsfnet", "micml"], "params_inference": [7546319, 7546319],
                   "params_total": [7546319, 8763919], "gmac_512": [10.5, 10.5],
                   "gflops_512": [21.0, 21.0]}).to_csv(results_dir / "tables" / "models.csv", index=False)
     predict = {"device": "cpu", "tile": None, "batch_size": 4, "frames_per_second": 2.5}
-    (results_dir / "toy" / "dsfnet" / "predictions" / "test" / "predict.json").write_text(json.dumps(predict))
+    (layout.predictions_dir(results_dir, "toy", "dsfnet", 0, "test") / "predict.json").write_text(json.dumps(predict))
     return results_dir
 
 
-def test_paper_main_shows_missing_runs_as_missing_with_a_note(results, tmp_path):
+EXPECTED_F1 = expected_rows(EXPECTED_COUNTS[0.0])  # toy's per-video and mean F1 at IoU > 0 (dsfnet, seed 0)
+
+
+def add_run(results: Path, model: str, seed: int, f1_shift: float, training: dict | None = None) -> Path:
+    """Another run made from dsfnet seed 0's metrics: F1 at IoU > 0 moved by `f1_shift` in
+    summary.json and in every video of dsfnet_f1.csv; `training` as summary.json's budget."""
+    source, target = layout.metrics_dir(results, "toy", "dsfnet", 0), layout.metrics_dir(results, "toy", model, seed)
+    target.mkdir(parents=True, exist_ok=True)
+    summary = json.loads((source / "summary.json").read_text())
+    summary["dsfnet_f1"]["iou_thresholds"]["0"]["f1"] += f1_shift
+    summary["training"] = training or {}
+    (target / "summary.json").write_text(json.dumps(summary))
+    per_video = pd.read_csv(source / "dsfnet_f1.csv", dtype={"video": str})
+    per_video.loc[per_video["iou_threshold"] == 0.0, "f1"] += f1_shift
+    per_video.to_csv(target / "dsfnet_f1.csv", index=False)
+    return target
+
+
+def budget(seed: int, steps: int, seconds: float) -> dict:
+    return {"seed": seed, "steps": steps, "samples": steps * 8, "seconds": seconds, "device": "Test CPU",
+            "threads": 2, "torch": "2.0"}
+
+
+def test_paper_tables_need_the_seeds(results, tmp_path):
+    with pytest.raises(TypeError):
+        write_paper_tables(results, ["toy"], ["dsfnet"], tmp_path / "out")  # no silent default seed
+    with pytest.raises(ValueError, match="seeds"):
+        write_paper_tables(results, ["toy"], ["dsfnet"], tmp_path / "out", seeds=[])
+
+
+def test_paper_main_one_seed_bootstraps_over_videos_and_shows_missing_runs(results, tmp_path):
     out_dir = tmp_path / "tables_out"
-    tables = write_paper_tables(results, ["toy", "viso"], ["dsfnet", "micml"], out_dir)
+    tables = write_paper_tables(results, ["toy", "viso"], ["dsfnet", "micml"], out_dir, seeds=[0])
     assert sorted(path.name for path in out_dir.iterdir()) == sorted(paper_table_files(["toy", "viso"]))
-    main = pd.read_csv(out_dir / "paper_main.csv", keep_default_na=False, na_values=[""])
+    main = pd.read_csv(out_dir / "paper_main.csv", keep_default_na=False, na_values=[""], dtype={"seeds": str})
     assert list(zip(main["dataset"], main["model"])) == [("toy", "dsfnet"), ("toy", "micml"),
                                                          ("viso", "dsfnet"), ("viso", "micml")]
+    metrics = [f"{metric}_iou{key}" for key in ("0", "0.05", "0.1", "0.2") for metric in ("precision", "recall", "f1")]
+    metrics.append("ap50")
+    assert list(main.columns) == ["dataset", "model",
+                                  *[f"{metric}_{part}" for metric in metrics
+                                    for part in ("mean", "std", "low", "high", "n")],
+                                  "interval", "steps", "samples", "train_seconds", "seeds", "partial", "note"]
     dsfnet = main.iloc[0]
     for threshold, key in ((0.0, "0"), (0.05, "0.05"), (0.1, "0.1"), (0.2, "0.2")):
-        assert dsfnet[f"f1_iou{key}"] == pytest.approx(expected_rows(EXPECTED_COUNTS[threshold])["mean"][5], rel=1e-9)
-    assert dsfnet["ap50"] == pytest.approx(61 / 101, rel=1e-9)
+        assert dsfnet[f"f1_iou{key}_mean"] == pytest.approx(expected_rows(EXPECTED_COUNTS[threshold])["mean"][5],
+                                                            rel=1e-9)
+    # one seed: no std over seeds; the interval resamples the two videos' F1, so it spans theirs
+    assert dsfnet["f1_iou0_n"] == 1 and pd.isna(dsfnet["f1_iou0_std"])
+    video_f1 = sorted((EXPECTED_F1["v1"][5], EXPECTED_F1["v2"][5]))
+    assert (dsfnet["f1_iou0_low"], dsfnet["f1_iou0_high"]) == (pytest.approx(video_f1[0]), pytest.approx(video_f1[1]))
+    assert dsfnet["ap50_mean"] == pytest.approx(61 / 101, rel=1e-9)
+    assert pd.isna(dsfnet["ap50_low"])  # pooled over all frames: nothing to resample, no interval
+    assert dsfnet["interval"] == "bootstrap over videos; AP50: none (one seed, no per-video values)"
+    assert dsfnet["seeds"] == "0" and pd.isna(dsfnet["steps"])
     assert pd.isna(dsfnet["note"])
-    assert "lmap" not in main.columns  # no dataset here uses DroneCrowd's protocol
+    assert "lmap_mean" not in main.columns  # no dataset here uses DroneCrowd's protocol
     missing = main.iloc[1:]
-    assert missing.drop(columns=["dataset", "model", "note"]).isna().all().all()
+    assert missing.filter(regex="_(mean|std|low|high)$").isna().all().all() and (missing["f1_iou0_n"] == 0).all()
     assert all("not run yet" in note for note in missing["note"])
-    assert "micml/metrics/summary.json is missing" in main.iloc[1]["note"]
+    assert "micml/seed0/metrics/summary.json is missing" in main.iloc[1]["note"]
 
     markdown = (out_dir / "paper_main.md").read_text()
-    micml_row = next(line for line in markdown.splitlines() if line.startswith("| micml |") and "–" in line)
-    assert set(cell.strip() for cell in micml_row.strip("|").split("|")[1:]) == {"–"}
+    micml_row = next(line for line in markdown.splitlines() if line.startswith("| micml | 0 |"))
+    assert set(cell.strip() for cell in micml_row.strip("|").split("|")[2:-1]) == {"–"}
     assert "not run yet on toy: micml (no " in markdown and "not run yet on viso: dsfnet, micml (no " in markdown
-    f1_percent = round(expected_rows(EXPECTED_COUNTS[0.0])["mean"][5] * 100, 2)
-    assert f"| dsfnet | {f1_percent:.4g} | – |" in markdown  # overview: F1 on toy, viso not run
+    cell = f"{EXPECTED_F1['mean'][5] * 100:.2f} [{video_f1[0] * 100:.2f}, {video_f1[1] * 100:.2f}]"
+    assert f"| dsfnet | {cell} (n=1) | – |" in markdown  # overview: F1 on toy with its interval, viso not run
+    assert f"| dsfnet | 1 | " in markdown and f"| {cell} |" in markdown  # toy's section: n in its own column
+    assert "training budget of dsfnet on toy: not recorded in 1 of 1 summary.json" in markdown
     assert tables["paper_main"].shape == main.shape
 
 
+def test_paper_main_aggregates_seeds_with_a_t_interval_and_the_budget(results, tmp_path):
+    from scipy import stats
+
+    shifts = {0: 0.0, 1: -0.1, 2: 0.05}
+    for seed, shift in shifts.items():
+        add_run(results, "micml", seed, shift, budget(seed, 160, 10.0 + seed))
+    add_run(results, "centernet", 0, 0.0, budget(0, 200, 5.0))  # seeds 1 and 2 not run yet
+    tables = write_paper_tables(results, ["toy"], ["dsfnet", "micml", "centernet"], tmp_path / "out",
+                                seeds=[0, 1, 2])
+    main = tables["paper_main"].set_index("model")
+    values = np.array([EXPECTED_F1["mean"][5] + shift for shift in shifts.values()])
+    half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3)
+    micml = main.loc["micml"]
+    assert (micml["f1_iou0_mean"], micml["f1_iou0_std"], micml["f1_iou0_n"]) == (
+        pytest.approx(values.mean()), pytest.approx(values.std(ddof=1)), 3)
+    assert (micml["f1_iou0_low"], micml["f1_iou0_high"]) == (pytest.approx(values.mean() - half),
+                                                             pytest.approx(values.mean() + half))
+    assert micml["precision_iou0_std"] == pytest.approx(0.0)  # only F1 moved between the seeds
+    assert micml["interval"] == "t over seeds" and micml["seeds"] == "0 1 2"
+    assert (micml["steps"], micml["samples"], micml["train_seconds"]) == (160, 1280, pytest.approx(11.0))
+    centernet = main.loc["centernet"]  # one seed of three: the interval over its videos, n = 1
+    assert centernet["f1_iou0_n"] == 1 and centernet["interval"].startswith("bootstrap over videos")
+    assert "seed1/metrics/summary.json" in centernet["note"] and "seed2/" in centernet["note"]
+    markdown = (tmp_path / "out" / "paper_main.md").read_text()
+    assert "not run yet on toy: dsfnet (seeds 1, 2), centernet (seeds 1, 2) (no " in markdown
+    assert (f"| micml | {values.mean() * 100:.2f} ± {values.std(ddof=1) * 100:.2f} "
+            f"[{(values.mean() - half) * 100:.2f}, {(values.mean() + half) * 100:.2f}] (n=3) |") in markdown
+    assert "Training budget on toy: UNEQUAL steps (micml 160, centernet 200)" in markdown
+    assert "Trained on Test CPU, 2 threads, torch 2.0: 4 runs." in markdown
+
+
+def test_paper_paired_differences_on_shared_seeds(results, tmp_path):
+    from scipy import stats
+
+    micml_shift, dsfnet_shift = {0: 0.1, 1: 0.2, 2: -0.05}, {1: 0.0, 2: 0.05}
+    for seed, shift in micml_shift.items():
+        add_run(results, "micml", seed, shift)
+    for seed, shift in dsfnet_shift.items():  # dsfnet seed 0 is the evaluated run itself
+        add_run(results, "dsfnet", seed, shift)
+    write_paper_tables(results, ["toy"], ["dsfnet", "micml", "centernet"], tmp_path / "out", seeds=[0, 1, 2])
+    paired = pd.read_csv(tmp_path / "out" / "paper_paired.csv", keep_default_na=False, na_values=[""])
+    assert list(paired.columns) == ["dataset", "pair", "model_a", "model_b", "f1_iou0_diff_mean", "f1_iou0_diff_std",
+                                    "f1_iou0_diff_low", "f1_iou0_diff_high", "f1_iou0_diff_n", "same_sign", "seeds",
+                                    "interval", "partial", "note"]
+    assert paired["pair"].tolist() == ["micml - dsfnet"]  # only pairs of which both were run
+    row = paired.iloc[0]
+    differences = np.array([0.1, 0.2 - 0.0, -0.05 - 0.05])
+    half = stats.t.ppf(0.975, 2) * differences.std(ddof=1) / np.sqrt(3)
+    assert row["f1_iou0_diff_mean"] == pytest.approx(differences.mean())
+    assert (row["f1_iou0_diff_low"], row["f1_iou0_diff_high"]) == (pytest.approx(differences.mean() - half),
+                                                                   pytest.approx(differences.mean() + half))
+    assert (row["f1_iou0_diff_n"], row["same_sign"], row["interval"]) == (3, 2, "t over seeds")
+    markdown = (tmp_path / "out" / "paper_paired.md").read_text()
+    assert "| micml - dsfnet | 3 |" in markdown and "| 2 of 3 |" in markdown
+    assert "not compared on toy (a model not run): dsfnet - centernet, centernet - micml" in markdown
+
+
+def test_paper_paired_one_seed_pairs_the_videos(results, tmp_path):
+    add_run(results, "micml", 0, 0.1)  # every video 0.1 better than dsfnet
+    write_paper_tables(results, ["toy"], ["dsfnet", "micml"], tmp_path / "out", seeds=[0])
+    row = pd.read_csv(tmp_path / "out" / "paper_paired.csv").iloc[0]
+    assert row["interval"] == "bootstrap over videos" and row["f1_iou0_diff_n"] == 1
+    assert (row["f1_iou0_diff_mean"], row["f1_iou0_diff_low"], row["f1_iou0_diff_high"]) == (
+        pytest.approx(0.1), pytest.approx(0.1), pytest.approx(0.1))
+
+
 def test_paper_per_video_table(results, tmp_path):
-    write_paper_tables(results, ["toy", "viso"], ["dsfnet", "micml"], tmp_path / "out")
+    add_run(results, "dsfnet", 1, 0.1)
+    write_paper_tables(results, ["toy", "viso"], ["dsfnet", "micml"], tmp_path / "out", seeds=[0, 1])
     per_video = pd.read_csv(tmp_path / "out" / "paper_per_video_toy.csv", dtype={"video": str})
     dsfnet = per_video[per_video["model"] == "dsfnet"].set_index("video")
-    expected = expected_rows(EXPECTED_COUNTS[0.0])
     assert list(dsfnet.index) == ["v1", "v2", "mean"]
-    for video in ("v1", "v2", "mean"):
-        assert dsfnet.loc[video, "f1"] == pytest.approx(expected[video][5], rel=1e-9)
+    for video in ("v1", "v2", "mean"):  # seeds 0 and 1, the second 0.1 higher: mean +0.05, std 0.1 / sqrt(2)
+        assert dsfnet.loc[video, "f1_mean"] == pytest.approx(EXPECTED_F1[video][5] + 0.05, rel=1e-9)
+        assert dsfnet.loc[video, "f1_std"] == pytest.approx(0.1 / np.sqrt(2))
+        assert dsfnet.loc[video, "n"] == 2
     micml = per_video[per_video["model"] == "micml"]
-    assert micml[["precision", "recall", "f1"]].isna().all().all() and micml["note"].str.contains("not run").all()
+    assert micml[["precision_mean", "recall_mean", "f1_mean"]].isna().all().all()
+    assert micml["note"].str.contains("not run").all() and (micml["n"] == 0).all()
     markdown = (tmp_path / "out" / "paper_per_video_toy.md").read_text()
     assert "| video | dsfnet P | dsfnet R | dsfnet F1 | micml P | micml R | micml F1 |" in markdown
+    mean_f1 = (EXPECTED_F1["v1"][5] + 0.05) * 100
+    assert f"| {mean_f1:.2f} ± {0.1 / np.sqrt(2) * 100:.2f} |" in markdown
     never_run = pd.read_csv(tmp_path / "out" / "paper_per_video_viso.csv")
-    assert never_run["video"].tolist() == ["mean", "mean"] and never_run["f1"].isna().all()
+    assert never_run["video"].tolist() == ["mean", "mean"] and never_run["f1_mean"].isna().all()
 
 
 def test_paper_ablation_lists_every_variant(results, tmp_path):
-    tables = write_paper_tables(results, ["toy"], ["dsfnet", "micml"], tmp_path / "out")
+    tables = write_paper_tables(results, ["toy"], ["dsfnet", "micml"], tmp_path / "out", seeds=[0])
     ablation = tables["paper_ablation"]
     assert ablation["model"].tolist() == ["centernet", "dsfnet_static", "dsfnet_dynamic", "dsfnet", "micml",
                                           "micml_motion_at_test", "micml_no_adapter", "micml_no_mining"]
     present = ablation.set_index("model")
-    assert present.loc["dsfnet", "f1_iou0"] == pytest.approx(expected_rows(EXPECTED_COUNTS[0.0])["mean"][5])
-    assert present.drop(index="dsfnet")["f1_iou0"].isna().all()
+    assert present.loc["dsfnet", "f1_iou0_mean"] == pytest.approx(EXPECTED_F1["mean"][5])
+    assert present.drop(index="dsfnet")["f1_iou0_mean"].isna().all()
     assert (present.drop(index="dsfnet")["note"] != "").all()
     assert present.loc["micml", "description"].startswith("DSFNet + motion module")
     markdown = (tmp_path / "out" / "paper_ablation.md").read_text()
     not_run = [variant for variant in ablation["model"] if variant != "dsfnet"]
-    assert f"not run yet on toy: {', '.join(not_run)} (no {results}/toy/<model>/metrics/summary.json)" in markdown
+    assert (f"not run yet on toy: {', '.join(not_run)} (no {results}/toy/<model>/seed<k>/metrics/summary.json)"
+            in markdown)
 
 
 def test_ablation_variants_are_the_registry_variants():
@@ -328,7 +447,7 @@ def test_ablation_variants_are_the_registry_variants():
 
 
 def test_paper_efficiency_reads_model_table_and_measured_speed(results, tmp_path):
-    write_paper_tables(results, ["toy"], ["dsfnet", "micml", "centernet"], tmp_path / "out")
+    write_paper_tables(results, ["toy"], ["dsfnet", "micml", "centernet"], tmp_path / "out", seeds=[0])
     efficiency = pd.read_csv(tmp_path / "out" / "paper_efficiency.csv").set_index("model")
     assert efficiency.loc["dsfnet", "params_inference"] == 7546319
     assert efficiency.loc["micml", "params_total"] == 8763919

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -25,12 +26,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from micml import layout
 from micml.data.unified import UnifiedDataset, Video, read_image
 from micml.evaluation.dsfnet import keep_confident
 from micml.evaluation.matching import match_boxes_by_iou
 from micml.evaluation.matfiles import atomic_write, frame_mat_path, read_frame_mat
 from micml.evaluation.paper import ABLATION_VARIANTS
-from micml.evaluation.report_tables import MEAN_ROW, SCORE_THRESHOLD, reference_dtype
+from micml.evaluation.report_tables import MEAN_ROW, PR_CURVE_FILE, SCORE_THRESHOLD, reference_dtype
 
 FIGURE_DPI = 100
 # RGB, pure so that they stand out on grey satellite ground and can be found in the image.
@@ -43,6 +45,12 @@ LOSS_TITLES = {"total": "total loss", "hm": "heat-map focal loss", "wh": "size L
 # Rolling mean over logged training rows: the raw per-iteration losses are too noisy to compare.
 SMOOTHING_ROWS = 10
 QUALITATIVE_PANEL_PX = 480  # the side a frame gets in the figure
+TITLE_WIDTH_CHARACTERS = 90  # a 6-inch figure's title at font size 9
+DSFNET_F1_FILE = "dsfnet_f1.csv"
+TRAINING_LOG = "log.csv"
+SEED_LINESTYLES = ("-", "--", ":", "-.")  # one colour per model, one dash pattern per seed
+# Per model: one path (one run) or {seed: path}.
+RunPaths = Mapping[str, "str | os.PathLike | Mapping[int, str | os.PathLike]"]
 
 
 def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
@@ -69,36 +77,83 @@ def model_colours(models: Iterable[str]) -> dict[str, tuple]:
     return {model: palette(index[model] % palette.N) for model in models}
 
 
-# --------------------------------------------------------------------------- PR curves
+# --------------------------------------------------------------------------- runs per seed
 
 
-def read_existing_csvs(paths: Mapping[str, str | os.PathLike]) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    tables, missing = {}, []
-    for label, path in paths.items():
-        if path is not None and Path(path).is_file():
-            tables[label] = pd.read_csv(path, dtype={"video": str})
-        else:
-            missing.append(label)
+def per_seed(paths: RunPaths) -> dict[str, dict[int | None, Path | None]]:
+    """{model: {seed: path}}; a model given a single path is one run without a seed (seed None)."""
+    return {model: ({seed: Path(path) if path is not None else None for seed, path in runs.items()}
+                    if isinstance(runs, Mapping) else {None: Path(runs) if runs is not None else None})
+            for model, runs in paths.items()}
+
+
+def read_runs(paths: RunPaths) -> tuple[dict[str, dict[int | None, pd.DataFrame]], list[str]]:
+    """The CSV of every run that exists, per model and seed, and the missing ones by name:
+    'model' when none of its seeds exists, 'model (seed 1, 2)' when some do not."""
+    tables: dict[str, dict[int | None, pd.DataFrame]] = {}
+    missing = []
+    for model, runs in per_seed(paths).items():
+        found = {seed: pd.read_csv(path, dtype={"video": str}) for seed, path in runs.items()
+                 if path is not None and path.is_file()}
+        absent = [seed for seed in runs if seed not in found]
+        if found:
+            tables[model] = found
+        if absent:
+            missing.append(model if not found else f"{model} (seed {', '.join(map(str, absent))})")
     return tables, missing
 
 
-def plot_pr_curves(dataset: str, pr_curves: Mapping[str, str | os.PathLike], out_png: str | os.PathLike) -> Path:
-    """Precision against recall per model, one panel per protocol found in the `pr_curve.csv`s.
+def run_label(model: str, seed: int | None) -> str:
+    return model if seed is None else f"{model} seed {seed}"
 
-    `pr_curves` maps a model name to its metrics/pr_curve.csv. A dot marks each model's operating
-    point at score 0.3 (the threshold of the F1 tables); the legend gives the best F1 on the curve.
+
+def seed_style(index: int) -> str:
+    return SEED_LINESTYLES[index % len(SEED_LINESTYLES)]
+
+
+def dataset_run_paths(results: str | os.PathLike, dataset: str, models: Sequence[str], seeds: Sequence[int],
+                      folder_of, name: str) -> dict[str, dict[int, Path]]:
+    """{model: {seed: folder_of(results, dataset, model, seed) / name}}: one file of every run of a
+    dataset (`folder_of`: a folder function of micml.layout)."""
+    return {model: {seed: folder_of(results, dataset, model, seed) / name for seed in seeds} for model in models}
+
+
+def plot_dataset_figures(results: str | os.PathLike, dataset: str, models: Sequence[str], seeds: Sequence[int], *,
+                         pr_png: str | os.PathLike, per_video_png: str | os.PathLike,
+                         training_png: str | os.PathLike) -> None:
+    """The three per-dataset figures over every model and seed, from the runs under `results`."""
+    def runs(folder_of, name):
+        return dataset_run_paths(results, dataset, models, seeds, folder_of, name)
+
+    plot_pr_curves(dataset, runs(layout.metrics_dir, PR_CURVE_FILE), pr_png)
+    plot_per_video_f1(dataset, runs(layout.metrics_dir, DSFNET_F1_FILE), per_video_png)
+    plot_training_curves(runs(layout.train_dir, TRAINING_LOG), training_png, title=f"{dataset}: training")
+
+
+# --------------------------------------------------------------------------- PR curves
+
+
+def plot_pr_curves(dataset: str, pr_curves: RunPaths, out_png: str | os.PathLike) -> Path:
+    """Precision against recall per model and seed, one panel per protocol found in the `pr_curve.csv`s.
+
+    `pr_curves` maps a model name to its metrics/pr_curve.csv, or to {seed: pr_curve.csv}: one
+    line per seed, in the model's colour and a dash pattern per seed. A dot marks each run's
+    operating point at score 0.3 (the threshold of the F1 tables); the legend gives the best F1
+    on the curve.
     """
-    tables, missing = read_existing_csvs(pr_curves)
-    panels = list(dict.fromkeys((protocol, setting) for table in tables.values()
+    runs, missing = read_runs(pr_curves)
+    panels = list(dict.fromkeys((protocol, setting) for tables in runs.values() for table in tables.values()
                                 for protocol, setting in zip(table["protocol"], table["setting"])))
     colours = model_colours(pr_curves)
     figure = Figure(figsize=(5.5 * max(1, len(panels)), 5), dpi=FIGURE_DPI, layout="constrained")
     axes_list = figure.subplots(1, max(1, len(panels)), squeeze=False)[0]
     for axes, (protocol, setting) in zip(axes_list, panels):
-        for model, table in tables.items():
-            curve = table[(table["protocol"] == protocol) & (table["setting"] == setting)]
-            if len(curve):
-                draw_pr_curve(axes, curve.sort_values("score_threshold"), model, colours[model])
+        for model, tables in runs.items():
+            for index, (seed, table) in enumerate(tables.items()):
+                curve = table[(table["protocol"] == protocol) & (table["setting"] == setting)]
+                if len(curve):
+                    draw_pr_curve(axes, curve.sort_values("score_threshold"), run_label(model, seed), colours[model],
+                                  seed_style(index))
         axes.set_title(f"{protocol} ({setting})")
         axes.legend(loc="lower left", fontsize=8)
     if not panels:
@@ -110,13 +165,13 @@ def plot_pr_curves(dataset: str, pr_curves: Mapping[str, str | os.PathLike], out
     return save_figure(figure, out_png)
 
 
-def draw_pr_curve(axes, curve: pd.DataFrame, model: str, colour) -> None:
+def draw_pr_curve(axes, curve: pd.DataFrame, label: str, colour, linestyle: str = "-") -> None:
     # Thresholds that keep no detection have no precision (the tables write 0 there): not drawn.
     curve = curve[curve["tp"] + curve["fp"] > 0]
     if curve.empty:
         return
     best = curve["f1"].max()
-    axes.plot(curve["recall"], curve["precision"], "-", color=colour, label=f"{model} (best F1 {best:.3f})")
+    axes.plot(curve["recall"], curve["precision"], linestyle, color=colour, label=f"{label} (best F1 {best:.3f})")
     at_default = curve[np.isclose(curve["score_threshold"], SCORE_THRESHOLD)]
     if len(at_default):
         axes.plot(at_default["recall"], at_default["precision"], "o", color=colour, markersize=6)
@@ -125,16 +180,24 @@ def draw_pr_curve(axes, curve: pd.DataFrame, model: str, colour) -> None:
 # --------------------------------------------------------------------------- per-video F1
 
 
-def plot_per_video_f1(dataset: str, f1_tables: Mapping[str, str | os.PathLike], out_png: str | os.PathLike, *,
-                      iou_threshold: float = 0.0) -> Path:
-    """Grouped bars: F1 per test video (and the video mean) for each model.
+def f1_over_seeds(tables: Mapping[int | None, pd.DataFrame], iou_threshold: float) -> pd.DataFrame:
+    """Per video: F1 mean, std (ddof 1, NaN with one seed) and n over the seeds' dsfnet_f1.csv."""
+    per_seed = pd.DataFrame({seed: table[np.isclose(table["iou_threshold"], iou_threshold)].set_index("video")["f1"]
+                             for seed, table in tables.items()})
+    return pd.DataFrame({"mean": per_seed.mean(axis=1), "std": per_seed.std(axis=1, ddof=1),
+                         "n": per_seed.notna().sum(axis=1)})
 
-    `f1_tables` maps a model name to its metrics/dsfnet_f1.csv; bars use the rows at
-    `iou_threshold` (0: MICML's setting).
+
+def plot_per_video_f1(dataset: str, f1_tables: RunPaths, out_png: str | os.PathLike, *,
+                      iou_threshold: float = 0.0) -> Path:
+    """Grouped bars: F1 per test video (and the video mean) for each model, the mean over its
+    seeds with the std over seeds as an error bar where two or more seeds were run.
+
+    `f1_tables` maps a model name to its metrics/dsfnet_f1.csv, or to {seed: dsfnet_f1.csv};
+    bars use the rows at `iou_threshold` (0: MICML's setting).
     """
-    tables, missing = read_existing_csvs(f1_tables)
-    per_model = {model: table[np.isclose(table["iou_threshold"], iou_threshold)].set_index("video")["f1"]
-                 for model, table in tables.items()}
+    runs, missing = read_runs(f1_tables)
+    per_model = {model: f1_over_seeds(tables, iou_threshold) for model, tables in runs.items()}
     videos = list(dict.fromkeys(video for f1 in per_model.values() for video in f1.index if video != MEAN_ROW))
     groups = videos + [MEAN_ROW]
     colours = model_colours(f1_tables)
@@ -144,9 +207,12 @@ def plot_per_video_f1(dataset: str, f1_tables: Mapping[str, str | os.PathLike], 
     width = 0.8 / max(1, len(per_model))
     positions = np.arange(len(groups))
     for index, (model, f1) in enumerate(per_model.items()):
-        heights = f1.reindex(groups).to_numpy(dtype=float)
-        axes.bar(positions + (index - (len(per_model) - 1) / 2) * width, np.nan_to_num(heights), width,
-                 color=colours[model], label=model)
+        rows = f1.reindex(groups)
+        seeds = int(rows["n"].max()) if rows["n"].notna().any() else 0
+        errors = np.nan_to_num(rows["std"].to_numpy(dtype=float)) if seeds >= 2 else None
+        axes.bar(positions + (index - (len(per_model) - 1) / 2) * width, np.nan_to_num(rows["mean"].to_numpy(float)),
+                 width, yerr=errors, capsize=3 if errors is not None else 0, color=colours[model],
+                 label=model if seeds <= 1 else f"{model} (mean ± std, {seeds} seeds)")
     crowded = len(groups) > 8  # DroneCrowd has 30 test sequences: slanted labels stay readable
     axes.set_xticks(positions, groups, rotation=45 if crowded else 0, ha="right" if crowded else "center")
     axes.set(ylabel=f"F1 (IoU > {iou_threshold:g}, score > {SCORE_THRESHOLD:g})", ylim=(0, 1.05), xlabel="video")
@@ -160,40 +226,92 @@ def plot_per_video_f1(dataset: str, f1_tables: Mapping[str, str | os.PathLike], 
     return save_figure(figure, out_png)
 
 
+# --------------------------------------------------------------------------- the paper's F1 with intervals
+
+
+def plot_main_f1(paper_main: pd.DataFrame, out_png: str | os.PathLike) -> Path:
+    """F1 at IoU > 0 per dataset (groups) and model (bars) from paper_main's CSV frame, with its
+    95 % interval as the error bar (none where the table has none) and n under each bar."""
+    datasets = list(dict.fromkeys(paper_main["dataset"]))
+    models = list(dict.fromkeys(paper_main["model"]))
+    colours = model_colours(models)
+    figure = Figure(figsize=(max(6.0, 1.5 + 0.6 * len(datasets) * max(1, len(models))), 4.5), dpi=FIGURE_DPI,
+                    layout="constrained")
+    axes = figure.subplots()
+    width = 0.8 / max(1, len(models))
+    positions = np.arange(len(datasets))
+    rows = paper_main.set_index(["dataset", "model"])
+    not_run = []
+    for index, model in enumerate(models):
+        at = positions + (index - (len(models) - 1) / 2) * width
+        values = rows.xs(model, level="model").reindex(datasets)
+        mean = values["f1_iou0_mean"].to_numpy(float)
+        below, above = mean - values["f1_iou0_low"].to_numpy(float), values["f1_iou0_high"].to_numpy(float) - mean
+        axes.bar(at, np.nan_to_num(mean), width, color=colours[model], label=model)
+        has_interval = np.isfinite(below) & np.isfinite(above)  # no bar where the table has no interval
+        axes.errorbar(at[has_interval], mean[has_interval], yerr=[below[has_interval], above[has_interval]],
+                      fmt="none", ecolor="black", capsize=4)
+        for x, n, value in zip(at, values["f1_iou0_n"], mean):
+            if np.isfinite(value):
+                axes.text(x, 0.01, f"n={n:g}", ha="center", va="bottom", fontsize=7, rotation=90)
+        not_run += [f"{model} on {dataset}" for dataset, value in zip(datasets, mean) if not np.isfinite(value)]
+    axes.set_xticks(positions, datasets)
+    axes.set(ylabel=f"F1 (IoU > 0, score > {SCORE_THRESHOLD:g})", ylim=(0, 1.05))
+    axes.grid(axis="y", alpha=0.3)
+    if models:
+        axes.legend(fontsize=8, ncols=min(4, len(models)))
+    scored = paper_main[np.isfinite(paper_main["f1_iou0_mean"].astype(float))]
+    methods = sorted(set(scored["interval"].astype(str).str.split(";").str[0]))
+    intervals = textwrap.fill(f"error bars: 95 % interval ({'; '.join(methods)})", TITLE_WIDTH_CHARACTERS)
+    axes.set_title(with_missing(f"F1 at IoU > 0 per method and dataset\n{intervals}", not_run, "not run"), fontsize=9)
+    return save_figure(figure, out_png)
+
+
 # --------------------------------------------------------------------------- training curves
 
 
-def log_label(path: Path) -> str:
-    """results/<dataset>/<model>/train/log.csv -> '<model>' (the folder above train/)."""
-    return path.parent.parent.name if path.parent.name == "train" else path.parent.name
+def log_label(path: Path) -> tuple[str, int | None]:
+    """The run of a log.csv: results/<dataset>/<model>/seed<k>/train/log.csv -> ('<model>', k);
+    without a seed folder, the folder above train/ and no seed."""
+    folder = path.parent.parent if path.parent.name == "train" else path.parent
+    seed = folder.name.removeprefix(layout.SEED_PREFIX)
+    if folder.name.startswith(layout.SEED_PREFIX) and seed.isdigit():
+        return folder.parent.name, int(seed)
+    return folder.name, None
 
 
-def plot_training_curves(log_csv_paths: Mapping[str, str | os.PathLike] | Sequence[str | os.PathLike],
-                         out_png: str | os.PathLike, *, title: str = "training") -> Path:
+def training_runs(log_csv_paths: RunPaths | Sequence[str | os.PathLike]) -> RunPaths:
+    """{model: {seed: log.csv}} from a list of log.csv paths (the run named by their folders)."""
+    if isinstance(log_csv_paths, Mapping):
+        return log_csv_paths
+    runs: dict[str, dict[int | None, Path]] = {}
+    for path in map(Path, log_csv_paths):
+        model, seed = log_label(path)
+        runs.setdefault(model, {})[seed] = path
+    return runs
+
+
+def plot_training_curves(log_csv_paths: RunPaths | Sequence[str | os.PathLike], out_png: str | os.PathLike, *,
+                         title: str = "training") -> Path:
     """Loss components against the global iteration, learning rate, and validation P/R/F1
-    against the epoch, one line colour per model.
+    against the epoch: one line per run, the model's colour, a dash pattern per seed.
 
-    `log_csv_paths`: {label: log.csv} or a list of log.csv paths (labelled by their model folder).
-    Losses are drawn raw (faint) and as a centred rolling mean over 10 logged rows.
+    `log_csv_paths`: {model: log.csv or {seed: log.csv}}, or a list of log.csv paths (named by
+    their model and seed folders). Losses are drawn raw (faint) and as a centred rolling mean over
+    10 logged rows.
     """
-    if not isinstance(log_csv_paths, Mapping):
-        log_csv_paths = {log_label(Path(path)): path for path in log_csv_paths}
-    logs, missing = read_existing_csvs(log_csv_paths)
-    colours = model_colours(log_csv_paths)
+    paths = training_runs(log_csv_paths)
+    runs, missing = read_runs(paths)
+    colours = model_colours(paths)
     figure = Figure(figsize=(15, 8), dpi=FIGURE_DPI, layout="constrained")
     grid = figure.subplots(2, 3)
     loss_axes = dict(zip(LOSS_PANELS, grid.flat[:4]))
     lr_axes, val_axes = grid.flat[4], grid.flat[5]
-    for label, log in logs.items():
-        train = log[log["kind"] == "train"].sort_values("step")
-        validation = log[log["kind"] == "val"].sort_values("epoch")
-        for name, axes in loss_axes.items():
-            draw_loss(axes, train, name, label, colours[label])
-        lr_axes.plot(train["step"], train["lr"], color=colours[label], label=label)
-        if len(validation):
-            val_axes.plot(validation["epoch"], validation["f1"], "o-", color=colours[label], label=f"{label} F1")
-            val_axes.plot(validation["epoch"], validation["precision"], ":", color=colours[label], alpha=0.7)
-            val_axes.plot(validation["epoch"], validation["recall"], "--", color=colours[label], alpha=0.7)
+    for model, logs in runs.items():
+        for index, (seed, log) in enumerate(logs.items()):
+            # one legend entry per model: seeds share its colour
+            label = (model if len(logs) == 1 else f"{model} ({len(logs)} seeds)") if index == 0 else None
+            draw_run(loss_axes, lr_axes, val_axes, log, label, colours[model], seed_style(index))
     for name, axes in loss_axes.items():
         axes.set(title=LOSS_TITLES[name], xlabel="iteration (global step)", ylabel="loss")
         use_log_scale_if_positive(axes)
@@ -203,17 +321,32 @@ def plot_training_curves(log_csv_paths: Mapping[str, str | os.PathLike] | Sequen
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=8)
-    if not logs:
+    if not runs:
         val_axes.text(0.5, 0.5, "no training log", ha="center", va="center", transform=val_axes.transAxes)
     figure.suptitle(with_missing(f"{title}: losses, learning rate and validation", missing, "no log.csv: not trained"))
     return save_figure(figure, out_png)
 
 
-def draw_loss(axes, train: pd.DataFrame, name: str, label: str, colour) -> None:
+def draw_run(loss_axes: Mapping, lr_axes, val_axes, log: pd.DataFrame, label: str | None, colour,
+             linestyle: str) -> None:
+    """One run's losses, learning rate and validation scores."""
+    train = log[log["kind"] == "train"].sort_values("step")
+    validation = log[log["kind"] == "val"].sort_values("epoch")
+    for name, axes in loss_axes.items():
+        draw_loss(axes, train, name, label, colour, linestyle)
+    lr_axes.plot(train["step"], train["lr"], linestyle, color=colour, label=label)
+    if len(validation):
+        val_axes.plot(validation["epoch"], validation["f1"], "o" + linestyle, color=colour,
+                      label=f"{label} F1" if label else None)
+        val_axes.plot(validation["epoch"], validation["precision"], ":", color=colour, alpha=0.7)
+        val_axes.plot(validation["epoch"], validation["recall"], "--", color=colour, alpha=0.7)
+
+
+def draw_loss(axes, train: pd.DataFrame, name: str, label: str | None, colour, linestyle: str = "-") -> None:
     values = pd.to_numeric(train[name], errors="coerce")
     axes.plot(train["step"], values, color=colour, alpha=0.25, linewidth=0.8)
     smooth = values.rolling(SMOOTHING_ROWS, min_periods=1, center=True).mean()  # centred: no lag
-    axes.plot(train["step"], smooth, color=colour, linewidth=1.6, label=label)
+    axes.plot(train["step"], smooth, linestyle, color=colour, linewidth=1.6, label=label)
 
 
 def use_log_scale_if_positive(axes) -> None:
