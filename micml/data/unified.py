@@ -6,6 +6,10 @@
 <root>/meta.json                        classes, protocols, sources, counts
 ```
 
+An annotation's `bbox` lies inside its frame (converters clip it). Where clipping moved the
+box's centre, the annotation also holds `point` [x, y], the centre as annotated: where the
+object is, for point protocols such as DroneCrowd's L-mAP (`Video.frame_points`).
+
 A dataset is built in ``<root>.partial`` and renamed into place only when complete, so a
 killed conversion never leaves a folder that later rules would accept.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -55,9 +60,19 @@ class Video:
     record: VideoRecord
     boxes: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> N x 4 [x1,y1,x2,y2]
     track_ids: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> N (-1 = unknown)
+    # frame -> N x 2 [x, y] as annotated, NaN where that is the box centre (frames without any: absent)
+    points: dict[int, np.ndarray] = field(default_factory=dict)
 
     def frame_boxes(self, frame: int) -> np.ndarray:
         return self.boxes.get(frame, np.zeros((0, 4), np.float32))
+
+    def frame_points(self, frame: int) -> np.ndarray:
+        """N x 2 float64: where each object of the frame was annotated (its box centre unless
+        clipping to the frame moved that)."""
+        boxes = self.frame_boxes(frame).astype(np.float64)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        annotated = self.points.get(frame)
+        return centres if annotated is None else np.where(np.isnan(annotated), centres, annotated)
 
 
 def frame_name(frame: int) -> str:
@@ -129,11 +144,13 @@ class UnifiedWriter:
     def add_video(self, name: str, split: str, frames: Iterable[Path | np.ndarray],
                   boxes: Mapping[int, np.ndarray] | None = None,
                   track_ids: Mapping[int, np.ndarray] | None = None, *,
+                  points: Mapping[int, np.ndarray] | None = None,
                   fps: float = 10.0, source: str = "") -> Video:
         """Write the frames of one video (1-based, in order) and record its boxes.
 
-        `boxes[f]` is N x 4 [x1,y1,x2,y2] in pixels, already clipped to the frame; `source`
-        names the native file the boxes came from, for error messages.
+        `boxes[f]` is N x 4 [x1,y1,x2,y2] in pixels, already clipped to the frame; `points[f]`,
+        where given, N x 2 [x, y] where each object was annotated, NaN where that is its box's
+        centre; `source` names the native file the boxes came from, for error messages.
         """
         if split not in SPLITS:
             raise DatasetError(f"video {name!r}: split {split!r} is not one of {SPLITS}")
@@ -149,6 +166,10 @@ class UnifiedWriter:
         for frame, frame_boxes in (boxes or {}).items():
             video.boxes[int(frame)], video.track_ids[int(frame)] = _checked_boxes(
                 frame_boxes, (track_ids or {}).get(frame), record, int(frame), source)
+            annotated = (points or {}).get(frame)
+            if annotated is not None and not np.isnan(annotated).all():
+                video.points[int(frame)] = _checked_points(annotated, len(video.boxes[int(frame)]), record,
+                                                           int(frame), source)
         self.videos.append(video)
         return video
 
@@ -238,6 +259,14 @@ def _checked_boxes(boxes, track_ids, record: VideoRecord, frame: int, source: st
     return array.astype(np.float32), ids
 
 
+def _checked_points(points, n_boxes: int, record: VideoRecord, frame: int, source: str) -> np.ndarray:
+    array = np.asarray(points, dtype=np.float64)
+    if array.shape != (n_boxes, 2):
+        raise DatasetError(f"{source or record.name}: frame {frame} of video {record.name!r}: {n_boxes} boxes but "
+                           f"points of shape {array.shape}; give one [x, y] (or NaN, NaN) per box")
+    return array
+
+
 def coco_document(videos: Sequence[Video], classes: Sequence[str]) -> dict:
     """COCO detection json with a `videos` table; image and annotation ids are 1-based."""
     doc = {
@@ -260,13 +289,15 @@ def coco_document(videos: Sequence[Video], classes: Sequence[str]) -> dict:
             })
             boxes = video.frame_boxes(frame)
             ids = video.track_ids.get(frame, np.full(len(boxes), -1))
-            for (x1, y1, x2, y2), track in zip(boxes.tolist(), ids.tolist()):
+            points = video.points.get(frame, np.full((len(boxes), 2), np.nan))
+            for (x1, y1, x2, y2), track, point in zip(boxes.tolist(), ids.tolist(), points.tolist()):
                 annotation_id += 1
                 w, h = x2 - x1, y2 - y1
                 doc["annotations"].append({
                     "id": annotation_id, "image_id": image_id, "category_id": 1,
                     "bbox": [round(x1, 3), round(y1, 3), round(w, 3), round(h, 3)],
                     "area": round(w * h, 3), "iscrowd": 0, "track_id": int(track),
+                    **({} if np.isnan(point).any() else {"point": [round(point[0], 3), round(point[1], 3)]}),
                 })
     return doc
 
@@ -332,12 +363,16 @@ def videos_from_coco(doc: Mapping) -> list[Video]:
     videos = {v["id"]: Video(VideoRecord(v["name"], v["split"], v["n_frames"], v["width"], v["height"], v["fps"]))
               for v in doc["videos"]}
     frame_of_image = {im["id"]: (im["video_id"], im["frame_index"]) for im in doc["images"]}
-    grouped: dict[tuple[int, int], list[tuple[list[float], int]]] = {}
+    grouped: dict[tuple[int, int], list[tuple[list[float], int, list[float]]]] = {}
     for ann in doc["annotations"]:
-        grouped.setdefault(frame_of_image[ann["image_id"]], []).append((ann["bbox"], ann.get("track_id", -1)))
+        grouped.setdefault(frame_of_image[ann["image_id"]], []).append(
+            (ann["bbox"], ann.get("track_id", -1), ann.get("point", [math.nan, math.nan])))
     for (video_id, frame), items in grouped.items():
-        xywh = np.array([bbox for bbox, _ in items], np.float32)
+        xywh = np.array([bbox for bbox, _, _ in items], np.float32)
         xywh[:, 2:] += xywh[:, :2]
         videos[video_id].boxes[frame] = xywh
-        videos[video_id].track_ids[frame] = np.array([track for _, track in items], np.int64)
+        videos[video_id].track_ids[frame] = np.array([track for _, track, _ in items], np.int64)
+        points = np.array([point for _, _, point in items], np.float64)
+        if not np.isnan(points).all():
+            videos[video_id].points[frame] = points
     return list(videos.values())

@@ -16,8 +16,9 @@ Protocols (the dataset's ``meta.json`` lists which apply; see :mod:`micml.evalua
 * ``centre_distance``: box centres closer than 5 px (HiEUM), same rows.
 * ``coco_ap50``: COCO AP50 (and AP, AP75, AR) per video; summary row ``all`` pools every frame of
   the split in one pycocotools run, as DSFNet's ``test.py`` does.
-* ``dronecrowd_lmap``: L-mAP and AP@10/15/20 on box centres per video; summary row ``all`` pools
-  every sequence, as the DroneCrowd toolkit does.
+* ``dronecrowd_lmap``: L-mAP and AP@10/15/20 of detected box centres against the annotated points
+  (the box centres before clipping to the frame, `Video.frame_points`) per video; summary row
+  ``all`` pools every sequence, as the DroneCrowd toolkit does.
 
 Which frames count: every frame of every video of the split, frames without objects as empty
 ground truth (false positives there count). Every one of them needs a .mat file (an empty one
@@ -186,6 +187,12 @@ def ground_truth_boxes(videos: Sequence[Video]) -> Boxes:
     """{video: {frame: M x 4}} for every frame of every video, empty frames included."""
     return {video.record.name: {frame: reference_dtype(video.frame_boxes(frame))
                                 for frame in range(1, video.record.n_frames + 1)}
+            for video in videos}
+
+
+def ground_truth_points(videos: Sequence[Video]) -> Boxes:
+    """{video: {frame: M x 2}}: where each object was annotated, for the point protocol."""
+    return {video.record.name: {frame: video.frame_points(frame) for frame in range(1, video.record.n_frames + 1)}
             for video in videos}
 
 
@@ -372,9 +379,8 @@ def evaluate_coco_ap50(detections: Boxes, truth: Boxes) -> tuple[pd.DataFrame, d
     return table, pooled_summary(table, COCO_COLUMNS)
 
 
-def evaluate_dronecrowd_lmap(detections: Boxes, truth: Boxes) -> tuple[pd.DataFrame, dict]:
+def evaluate_dronecrowd_lmap(detections: Boxes, truth_points: Boxes) -> tuple[pd.DataFrame, dict]:
     points = box_centre_points(detections, with_scores=True)
-    truth_points = box_centre_points(truth, with_scores=False)
     table = per_video_and_pooled(dronecrowd_lmap, points, truth_points, LMAP_COLUMNS)
     return table, pooled_summary(table, LMAP_COLUMNS)
 
@@ -383,6 +389,9 @@ def pooled_summary(table: pd.DataFrame, columns: Sequence[str]) -> dict:
     row = table[table["video"] == POOLED_ROW].iloc[0]
     return {column: row[column] for column in columns}
 
+
+# Protocols scored against the annotated points (`ground_truth_points`); the others take the boxes.
+POINT_PROTOCOLS = ("dronecrowd_lmap",)
 
 EVALUATORS = {
     "dsfnet_f1": evaluate_dsfnet_f1,
@@ -393,15 +402,16 @@ EVALUATORS = {
 
 
 def pr_curve_rows(protocol: str, detections: Boxes, truth: Boxes) -> pd.DataFrame:
-    """The score-threshold curve of `protocol` with `protocol` and `setting` columns in front."""
+    """The score-threshold curve of `protocol` with `protocol` and `setting` columns in front
+    (`truth`: boxes, or points for the POINT_PROTOCOLS)."""
     if protocol == "dsfnet_f1":
         curve, setting = pr_curve_dsfnet(detections, truth, iou_threshold=0.0), "IoU > 0"
     elif protocol == "centre_distance":
         curve = pr_curve_distance(detections, truth, max_distance=CENTRE_DISTANCE_PX)
         setting = f"centre distance < {CENTRE_DISTANCE_PX:g} px"
     else:
-        curve = pr_curve_points(box_centre_points(detections, with_scores=True),
-                                box_centre_points(truth, with_scores=False), max_distance=POINT_CURVE_DISTANCE_PX)
+        curve = pr_curve_points(box_centre_points(detections, with_scores=True), truth,
+                                max_distance=POINT_CURVE_DISTANCE_PX)
         setting = f"point distance <= {POINT_CURVE_DISTANCE_PX:g} px"
     curve.insert(0, "setting", setting)
     curve.insert(0, "protocol", protocol)
@@ -415,7 +425,7 @@ PROTOCOL_TITLES = {
     "dsfnet_f1": "DSFNet/MICML P/R/F1 (Hungarian matching on IoU, score > 0.3)",
     "centre_distance": f"P/R/F1 with centre distance < {CENTRE_DISTANCE_PX:g} px (HiEUM), score > 0.3",
     "coco_ap50": "COCO box AP (pycocotools)",
-    "dronecrowd_lmap": "DroneCrowd localisation AP on box centres",
+    "dronecrowd_lmap": "DroneCrowd localisation AP (box centres against annotated points)",
 }
 
 PROTOCOL_NOTES = {
@@ -477,6 +487,7 @@ def evaluate_predictions(dataset_root: str | os.PathLike, predictions_dir: str |
     coverage = prediction_coverage(detections, split_truth)
     check_coverage(coverage, split_truth, mat_root, split, allow_partial)
     truth = covered_truth(split_truth, coverage)
+    truth_points = covered_truth(ground_truth_points(videos), coverage)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # titles name the model by its folder in the results layout: results/<dataset>/<model>/predictions/<split>
@@ -487,10 +498,12 @@ def evaluate_predictions(dataset_root: str | os.PathLike, predictions_dir: str |
 
     tables: dict[str, pd.DataFrame] = {}
     headline: dict[str, dict] = {}
+    reference = {protocol: truth_points if protocol in POINT_PROTOCOLS else truth for protocol in chosen}
     for protocol in chosen:
-        tables[protocol], headline[protocol] = EVALUATORS[protocol](detections, truth)
+        tables[protocol], headline[protocol] = EVALUATORS[protocol](detections, reference[protocol])
         protocol_document(protocol, tables[protocol], context, notes).write(out_dir / protocol)
-    curves = [pr_curve_rows(protocol, detections, truth) for protocol in chosen if protocol in CURVE_PROTOCOLS]
+    curves = [pr_curve_rows(protocol, detections, reference[protocol])
+              for protocol in chosen if protocol in CURVE_PROTOCOLS]
     tables["pr_curve"] = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=PR_CURVE_COLUMNS)
     write_table(tables["pr_curve"], out_dir / PR_CURVE_FILE, None)
     missing = coverage.record(split_truth) if coverage.missing else None

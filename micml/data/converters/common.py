@@ -33,6 +33,9 @@ class BoxTable:
     xyxy: np.ndarray  # float64, N x 4 [x1, y1, x2, y2] in pixels
     rows: np.ndarray  # int64
     row_kind: str = "row"
+    # float64, N x 2 [x, y] where each object was annotated, NaN where that is its box's centre
+    # (`clip_to_frame` fills it for the boxes whose centre clipping moved); None: all box centres
+    points: np.ndarray | None = None
 
     @classmethod
     def empty(cls, row_kind: str = "row") -> "BoxTable":
@@ -42,7 +45,8 @@ class BoxTable:
         return len(self.frames)
 
     def select(self, mask: np.ndarray) -> "BoxTable":
-        return BoxTable(self.frames[mask], self.tracks[mask], self.xyxy[mask], self.rows[mask], self.row_kind)
+        points = None if self.points is None else self.points[mask]
+        return BoxTable(self.frames[mask], self.tracks[mask], self.xyxy[mask], self.rows[mask], self.row_kind, points)
 
 
 @dataclass
@@ -87,33 +91,44 @@ def validate_boxes(table: BoxTable, source: Path | str) -> None:
                            f"{y2 - y1:g}, expected both > 0; fix or remove that row")
 
 
-def clip_to_frame(table: BoxTable, width: int, height: int) -> tuple[BoxTable, BoxTable]:
-    """Clip boxes to the frame; return (kept, fully_outside).
+def clip_to_frame(table: BoxTable, width: int, height: int) -> tuple[BoxTable, BoxTable, int]:
+    """Clip boxes to the frame; return (kept, fully_outside, how many kept boxes were clipped).
 
     A box with positive size that overlaps the frame keeps a positive size after clipping, so
     the only boxes that would become empty are those entirely outside the frame. Those carry
     no visible object; they are returned so the caller can report them instead of dropping
     them silently.
+
+    Clipping moves the centre of a box that crosses the edge, but not where the object was
+    annotated (DroneCrowd's boxes are drawn around head points, and its toolkit scores against
+    their unclipped centres): `kept.points` keeps the centre as annotated for those boxes.
     """
     x1, y1, x2, y2 = table.xyxy.T
     outside = (x1 >= width) | (y1 >= height) | (x2 <= 0) | (y2 <= 0)
     kept = table.select(~outside)
-    kept.xyxy = np.clip(kept.xyxy, 0, [width, height, width, height])
-    return kept, table.select(outside)
+    annotated = kept.xyxy
+    kept.xyxy = np.clip(annotated, 0, [width, height, width, height])
+    clipped = np.any(kept.xyxy != annotated, axis=1)
+    centre = (annotated[:, :2] + annotated[:, 2:]) / 2
+    moved = np.any(centre != (kept.xyxy[:, :2] + kept.xyxy[:, 2:]) / 2, axis=1)
+    if kept.points is None:  # a converter that read points itself keeps them
+        kept.points = np.where(moved[:, None], centre, np.nan)
+    return kept, table.select(outside), int(clipped.sum())
 
 
-def group_by_frame(table: BoxTable) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
-    """Boxes and track ids per frame, ordered by frame, then track id, then source row."""
+def group_by_frame(table: BoxTable) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Boxes, track ids and annotated points (`BoxTable.points`) per frame, ordered by frame,
+    then track id, then source row."""
     order = np.lexsort((table.rows, table.tracks, table.frames))
     frames = table.frames[order]
+    points = np.full((len(table), 2), np.nan) if table.points is None else table.points
     starts = np.flatnonzero(np.r_[True, frames[1:] != frames[:-1]]) if len(frames) else np.zeros(0, int)
     ends = np.r_[starts[1:], len(frames)]
-    boxes, tracks = {}, {}
+    boxes, tracks, frame_points = {}, {}, {}
     for start, end in zip(starts.tolist(), ends.tolist()):
-        frame = int(frames[start])
-        boxes[frame] = table.xyxy[order[start:end]]
-        tracks[frame] = table.tracks[order[start:end]]
-    return boxes, tracks
+        frame, rows = int(frames[start]), order[start:end]
+        boxes[frame], tracks[frame], frame_points[frame] = table.xyxy[rows], table.tracks[rows], points[rows]
+    return boxes, tracks, frame_points
 
 
 def contiguous_frames(numbered: Mapping[int, Path], folder: Path | str, *, listed_in: Path | str = "") -> list[Path]:
@@ -207,24 +222,28 @@ def write_unified(dst: Path | str, videos: Iterable[NativeVideo], *, native_form
     """Validate, clip and write `videos` into the unified layout at `dst` (atomically).
 
     meta.json records the native format, the source path, the options, checksums of the
-    annotation files, box counts per split and every box dropped for lying outside its frame.
+    annotation files, box counts per split, how many boxes were clipped to their frame per split
+    and every box dropped for lying outside its frame.
     """
     check_destination(src, dst)
     writer = UnifiedWriter(dst, classes=classes, protocols=protocols, annotated=True)
     outside: dict[str, list[dict]] = {}
     counts = {split: {"videos": 0, "frames": 0, "boxes": 0} for split in ("train", "val", "test")}
+    clipped = dict.fromkeys(("train", "val", "test"), 0)
     try:
         for video in videos:
             plain_name(video.name, option=f"{video.source}: video name")  # becomes frames/<name>/
             require_frames_exist(video)
             validate_boxes(video.boxes, video.source)
             width, height = frame_size(video.frames[0])
-            kept, dropped = clip_to_frame(video.boxes, width, height)
+            kept, dropped, n_clipped = clip_to_frame(video.boxes, width, height)
             if len(dropped):
                 outside[video.name] = [{video.boxes.row_kind: int(r), "frame": int(f), "xyxy": b.tolist()}
                                        for r, f, b in zip(dropped.rows, dropped.frames, dropped.xyxy)]
-            boxes, tracks = group_by_frame(kept)
-            writer.add_video(video.name, video.split, video.frames, boxes, tracks, fps=video.fps, source=video.source)
+            boxes, tracks, points = group_by_frame(kept)
+            writer.add_video(video.name, video.split, video.frames, boxes, tracks, points=points, fps=video.fps,
+                             source=video.source)
+            clipped[video.split] += n_clipped
             split_counts = counts[video.split]
             split_counts["videos"] += 1
             split_counts["frames"] += len(video.frames)
@@ -234,6 +253,7 @@ def write_unified(dst: Path | str, videos: Iterable[NativeVideo], *, native_form
             "source": str(Path(src).resolve()),
             "options": jsonable(options),
             "counts": counts,
+            "clipped_to_frame": clipped,  # boxes crossing the frame's edge, cut at it (per split)
             "dropped_outside_frame": {"count": sum(map(len, outside.values())), "boxes": outside},
             **dict(extra or {}),
         }

@@ -11,6 +11,10 @@ differ between splits in ways no source pins down). anno frame f is image FFF = 
 the official toolkit. Which sequences sit in val_data is not published and val_data may be a
 part of the test set, so the images folders say nothing about splits here: images are found
 by name in any of them, and the splits come from the lists.
+
+The anno boxes are drawn around head points, and the toolkit scores against their centres as
+annotated; a box crossing the frame's edge is clipped like any other, and its annotated centre
+is kept as the annotation's `point` (see micml.data.unified).
 """
 
 from __future__ import annotations
