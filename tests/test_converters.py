@@ -156,7 +156,14 @@ def test_dronecrowd_real_boxes_past_the_border_are_clipped(dronecrowd_real):
     video = videos_by_name(dronecrowd_real, "test")["00011"]
     for frame, track, x1, y1, x2, y2 in past.tolist():
         assert boxes_with_tracks(video, frame + 1)[track] == [x1, y1, min(x2, 1920), min(y2, 1080)]
-    assert read_json(dronecrowd_real / "meta.json")["dropped_outside_frame"]["count"] == 0
+        # where the head was annotated (the toolkit's ground truth) survives the clipping
+        index = video.track_ids[frame + 1].tolist().index(track)
+        assert video.frame_points(frame + 1)[index].tolist() == [(x1 + x2) / 2, (y1 + y2) / 2]
+    meta = read_json(dronecrowd_real / "meta.json")
+    assert meta["dropped_outside_frame"]["count"] == 0
+    assert meta["clipped_to_frame"] == {"train": 0, "val": 0, "test": 29}
+    with_point = [a for a in read_json(dronecrowd_real / "annotations/test.json")["annotations"] if "point" in a]
+    assert len(with_point) == 29  # only where clipping moved the box centre
 
 
 # --------------------------------------------------------------------------- small generated trees
@@ -374,6 +381,7 @@ def test_rscar_layout_with_and_without_img1(tmp_path):
     train = videos_by_name(out, "train")["001"]
     assert train.record.n_frames == 4 and train.record.width == 64
     np.testing.assert_array_equal(train.frame_boxes(1), [[10, 12, 15, 16], [60, 20, 64, 26]])  # clipped at x=64
+    assert meta["clipped_to_frame"] == {"train": 1, "val": 0, "test": 1}
     assert meta["dropped_outside_frame"]["boxes"]["001"] == [{"annotation id": 3, "frame": 4,
                                                              "xyxy": [70.0, 5.0, 73.0, 8.0]}]
     np.testing.assert_allclose(videos_by_name(out, "val")["004"].frame_boxes(2), [[1.5, 2.5, 4.5, 6.5]])
@@ -491,6 +499,25 @@ def test_dronecrowd_lists_with_crlf_and_unlisted_sequences(tmp_path):
     assert meta["unlisted_sequences"] == ["00007"]
     video = videos_by_name(out, "test")["00002"]
     np.testing.assert_array_equal(video.frame_boxes(2), [[3, 3, 13, 13]])  # anno frame 1 -> image 002
+
+
+def test_dronecrowd_boxes_crossing_the_edge_are_counted_and_keep_their_centre(tmp_path):
+    crossing = np.array([[0, 0, 2, 3, 12, 13],  # inside the 32 x 18 frame
+                         [0, 1, 25, 3, 35, 13],  # past the right edge: centre 30 -> 28.5
+                         [1, 1, 26, 10, 36, 20]], np.uint16)  # past the right and bottom edges
+    src = write_dronecrowd(tmp_path / "dc", {"00001": crossing, "00002": ANNO[:1], "00003": crossing[1:2]})
+    out = convert_dronecrowd(src, tmp_path / "out", test_list=["00001"], train_list=["00002", "00003"],
+                             val_videos=["00003"])
+    meta = read_json(out / "meta.json")
+    assert meta["clipped_to_frame"] == {"train": 0, "val": 1, "test": 2}
+    assert meta["dropped_outside_frame"]["count"] == 0
+    video = videos_by_name(out, "test")["00001"]
+    np.testing.assert_array_equal(video.frame_boxes(1), [[2, 3, 12, 13], [25, 3, 32, 13]])
+    np.testing.assert_array_equal(video.frame_points(1), [[7, 8], [30, 8]])
+    np.testing.assert_array_equal(video.frame_boxes(2), [[26, 10, 32, 18]])
+    np.testing.assert_array_equal(video.frame_points(2), [[31, 15]])
+    points = [a.get("point") for a in read_json(out / "annotations/test.json")["annotations"]]
+    assert points == [None, [30, 8], [31, 15]]  # written only where clipping moved the centre
 
 
 def dronecrowd_error(tmp_path, anno=ANNO, edit=None) -> str:

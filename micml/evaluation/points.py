@@ -1,18 +1,29 @@
 """DroneCrowd localisation AP (L-mAP), as the VID toolkit's ``calcAccuracy.m`` computes it.
 
 Inputs are points: ``detections[video][frame]`` N x 3 [x, y, score] and
-``ground_truth[video][frame]`` M x 2 [x, y] (the centres of the annotation boxes).
+``ground_truth[video][frame]`` M x 2 [x, y]. The toolkit's ground truth is the centre of each
+``anno`` box as annotated, (x1 + x2) / 2, never clipped to the frame (``evalRes.m`` line 55);
+a unified dataset keeps those centres for the boxes its converter clipped
+(:meth:`micml.data.unified.Video.frame_points`).
 
 For every distance threshold thr in 1..25 px:
 
 * per frame, detections in descending score order each take the nearest unmatched GT point
   with distance <= thr (inclusive; see :func:`micml.evaluation.matching.greedy_point_matches`);
-* all detections of all sequences are pooled and ranked by score (stable, so equal scores
-  keep sequence / frame / in-frame order); P = TP/max(1, TP+FP), R = TP/max(1, #GT);
+* all detections of all sequences are pooled and ranked by score; P = TP/max(1, TP+FP),
+  R = TP/max(1, #GT);
 * AP is the all-point VOC AP (``VOCap.m``: precision made monotone, summed over the recall
   steps, with sentinels recall 0 -> precision 0 and recall 1 -> precision 0).
 
 L-mAP is the mean of AP@1..25. Results are fractions (the toolkit prints percentages).
+
+Equal scores keep their order, twice, as MATLAB's sort is stable also when descending:
+within a frame, detections of equal score are matched in the order they were given
+(``evalRes.m`` line 49, ``sort(..., 'descend')``), and in the pooled ranking equal scores stay
+in sequence / frame / matching order (``calcAccuracy.m`` line 26, ``sort(-score)``). The order
+decides which of them takes a GT point and where the true positives fall in the ranking, so it
+moves AP. (The unofficial Python port reverses equal scores within a frame and ranks with
+numpy's unstable quicksort, so its AP differs from the toolkit's wherever scores tie.)
 
 Toolkit behaviours kept by default, each with a switch:
 
@@ -101,7 +112,7 @@ def match_all_frames(
 
 
 def ranked_recall_precision(scores: np.ndarray, is_match: np.ndarray, n_gt: int):
-    """Cumulative R and P over detections ranked by descending score (stable on ties)."""
+    """Cumulative R and P over detections ranked by descending score (stable on ties, as the toolkit)."""
     rank = np.argsort(-scores, kind="stable")
     true_positives = np.cumsum(is_match[rank])
     false_positives = np.cumsum(~is_match[rank])
