@@ -176,6 +176,7 @@ def _train(parser):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training key, e.g. --set epochs=2 (repeatable)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs to train on (torchrun when > 1)")
+    parser.add_argument("--seed", type=int, help="training seed (default: the first of CONFIG's seeds)")
     parser.add_argument("--fresh", action="store_true",
                         help="start again; an earlier run in OUT is moved to OUT/superseded/<fingerprint>/")
 
@@ -183,9 +184,10 @@ def _train(parser):
         from micml.config import load_config
         from micml.engine.launch import run_training
 
-        print(run_training(load_config(args.config)["training"], args.model, args.dataset, args.out,
-                           args.out / "model.pt", nproc=args.gpus, overrides=parse_options(args.overrides),
-                           fresh=args.fresh))
+        config = load_config(args.config)
+        seed = {"seed": config["seeds"][0] if args.seed is None else args.seed}
+        print(run_training(config["training"], args.model, args.dataset, args.out, args.out / "model.pt",
+                           nproc=args.gpus, overrides={**seed, **parse_options(args.overrides)}, fresh=args.fresh))
     parser.set_defaults(run=run)
 
 

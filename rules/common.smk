@@ -57,9 +57,17 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def run_pattern(path_of, *args):
-    """A path of micml.layout for one run, with the wildcards {dataset}, {model}, {seed} in it."""
-    return str(path_of(RESULTS, "{dataset}", "{model}", "{seed}", *args))
+def run_pattern(path_of, *args, file=None):
+    """A path of micml.layout for one run (and `file` in it), with the wildcards {dataset},
+    {model}, {seed} in place of the names."""
+    folder = path_of(RESULTS, "{dataset}", "{model}", "{seed}", *args)
+    return str(folder / file if file else folder)
+
+
+def results_root(wildcards, input):
+    """The folder the tables and figures read runs from through micml.layout (they read more
+    files of each run than the rule declares, e.g. train/log.csv and predict.json)."""
+    return RESULTS
 
 
 def training_overrides(wildcards):
@@ -118,7 +126,7 @@ def dataset_protocols(wildcards):
 def paper_table_inputs(wildcards):
     """Metrics of every benchmark dataset x model x seed. (`micml paper-tables` tabulates
     whatever exists without running anything; a run not made yet shows as missing.)"""
-    return expand(run_pattern(layout.metrics_dir) + "/summary.json", dataset=BENCHMARK_DATASETS, model=MODELS,
+    return expand(run_pattern(layout.metrics_dir, file="summary.json"), dataset=BENCHMARK_DATASETS, model=MODELS,
                   seed=SEEDS)
 
 
@@ -128,7 +136,7 @@ def all_targets():
         "results/tables/models.csv",
     ]
     targets += expand("results/{dataset}/dataset_summary.{ext}", dataset=DATASETS, ext=["csv", "md", "png"])
-    targets += expand(run_pattern(layout.run_plots_dir) + "/qualitative.png", dataset=BENCHMARK_DATASETS,
+    targets += expand(run_pattern(layout.run_plots_dir, file="qualitative.png"), dataset=BENCHMARK_DATASETS,
                       model=MODELS, seed=SEEDS)
     targets += expand("results/{dataset}/plots/pr_curves.png", dataset=BENCHMARK_DATASETS)
     targets.append("results/tables/paper_main.html")

@@ -4,14 +4,14 @@
 
 rule evaluate:
     input:
-        predictions=run_pattern(layout.predictions_dir, SPLIT) + "/predict.json",
-        mat=run_pattern(layout.predictions_dir, SPLIT) + "/mat",
+        predictions=run_pattern(layout.predictions_dir, SPLIT, file="predict.json"),
+        mat=run_pattern(layout.predictions_dir, SPLIT, file="mat"),
         meta="results/data/{dataset}/meta.json",
     output:
-        summary=run_pattern(layout.metrics_dir) + "/summary.json",
-        curves=run_pattern(layout.metrics_dir) + "/pr_curve.csv",
+        summary=run_pattern(layout.metrics_dir, file="summary.json"),
+        curves=run_pattern(layout.metrics_dir, file="pr_curve.csv"),
         f1=report(
-            run_pattern(layout.metrics_dir) + "/dsfnet_f1.html",
+            run_pattern(layout.metrics_dir, file="dsfnet_f1.html"),
             caption="../report/metrics_dsfnet_f1.rst",
             category="Metrics",
             subcategory="{dataset}",
@@ -30,12 +30,12 @@ rule evaluate:
 
 rule qualitative:
     input:
-        predictions=run_pattern(layout.predictions_dir, SPLIT) + "/predict.json",
-        mat=run_pattern(layout.predictions_dir, SPLIT) + "/mat",
+        predictions=run_pattern(layout.predictions_dir, SPLIT, file="predict.json"),
+        mat=run_pattern(layout.predictions_dir, SPLIT, file="mat"),
         meta="results/data/{dataset}/meta.json",
     output:
         png=report(
-            run_pattern(layout.run_plots_dir) + "/qualitative.png",
+            run_pattern(layout.run_plots_dir, file="qualitative.png"),
             caption="../report/qualitative.rst",
             category="Detections",
             subcategory="{dataset}",
@@ -53,8 +53,8 @@ rule qualitative:
 
 rule dataset_plots:
     input:
-        curves=expand(run_pattern(layout.metrics_dir) + "/pr_curve.csv", model=MODELS, seed=SEEDS, allow_missing=True),
-        f1=expand(run_pattern(layout.metrics_dir) + "/summary.json", model=MODELS, seed=SEEDS, allow_missing=True),
+        curves=expand(run_pattern(layout.metrics_dir, file="pr_curve.csv"), model=MODELS, seed=SEEDS, allow_missing=True),
+        f1=expand(run_pattern(layout.metrics_dir, file="summary.json"), model=MODELS, seed=SEEDS, allow_missing=True),
         models=expand(run_pattern(layout.model_path), model=MODELS, seed=SEEDS, allow_missing=True),
     output:
         pr=report(
@@ -81,7 +81,7 @@ rule dataset_plots:
     params:
         models=MODELS,
         seeds=SEEDS,
-        results=RESULTS,
+        results=results_root,
     log:
         "logs/dataset_plots/{dataset}.log",
     conda:
@@ -118,7 +118,7 @@ rule paper_tables:
         datasets=BENCHMARK_DATASETS,
         models=MODELS,
         seeds=SEEDS,
-        results=RESULTS,
+        results=results_root,
         split=SPLIT,
     log:
         "logs/paper_tables/paper_tables.log",

@@ -7,8 +7,8 @@ rule test:
         model=run_pattern(layout.model_path),
         meta="results/data/{dataset}/meta.json",
     output:
-        summary=run_pattern(layout.predictions_dir, SPLIT) + "/predict.json",
-        csv=run_pattern(layout.predictions_dir, SPLIT) + "/detections.csv",
+        summary=run_pattern(layout.predictions_dir, SPLIT, file="predict.json"),
+        csv=run_pattern(layout.predictions_dir, SPLIT, file="detections.csv"),
     params:
         testing=config["testing"],
     threads: 2
@@ -27,10 +27,10 @@ rule test:
 # A CPU job: the GPU job above does not wait for thousands of small files to be written.
 rule export_mat:
     input:
-        csv=run_pattern(layout.predictions_dir, SPLIT) + "/detections.csv",
+        csv=run_pattern(layout.predictions_dir, SPLIT, file="detections.csv"),
         meta="results/data/{dataset}/meta.json",
     output:
-        mat=directory(run_pattern(layout.predictions_dir, SPLIT) + "/mat"),
+        mat=directory(run_pattern(layout.predictions_dir, SPLIT, file="mat")),
     params:
         split=SPLIT,
     log:

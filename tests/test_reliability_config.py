@@ -80,12 +80,10 @@ def test_an_error_names_the_file_or_option_that_set_the_key(tmp_path):
 
 def test_the_command_line_wins_over_per_model():
     """defaults < config file < per_model < command line (micml train --set, snakemake --config)."""
-    training = load_config()["training"]
-    assert training["per_model"]["micml"]["iters_per_epoch"] != 2
+    training = {**load_config()["training"], "iters_per_epoch": 20, "per_model": {"micml": {"iters_per_epoch": 14}}}
     assert model_training_config(training, "micml", overrides={"iters_per_epoch": 2})["iters_per_epoch"] == 2
-    assert model_training_config(training, "micml")["iters_per_epoch"] == training["per_model"]["micml"][
-        "iters_per_epoch"]
-    assert model_training_config(training, "dsfnet")["iters_per_epoch"] == training["iters_per_epoch"]
+    assert model_training_config(training, "micml")["iters_per_epoch"] == 14
+    assert model_training_config(training, "dsfnet")["iters_per_epoch"] == 20
     assert command_line_training({"training": {"iters_per_epoch": "2", "per_model": {}}}) == {"iters_per_epoch": 2}
 
 

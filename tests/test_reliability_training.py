@@ -178,9 +178,9 @@ def test_micml_train_refuses_a_stale_run_in_one_line_and_fresh_keeps_it(finished
     target = tmp_path / "run"
     shutil.copytree(finished_run, target)
     config = tmp_path / "workflow.yaml"
-    machine = {"model", "plugins", "threads", "progress"}  # not workflow settings: given with --set
+    machine = {"model", "plugins", "threads", "progress", "seed"}  # not training settings of a workflow config
     training = {key: value for key, value in tiny_config(val_interval=0).items() if key not in machine}
-    config.write_text(yaml.safe_dump({"training": training}))
+    config.write_text(yaml.safe_dump({"training": training, "seeds": [tiny_config()["seed"]]}))
     command = ["train", str(dataset_root), str(target), "--model", "tiny", "--config", str(config),
                "--set", 'plugins=["test_engine"]', "--set", "threads=1", "--set", "progress=false"]
     before = snapshot(target)

@@ -804,7 +804,7 @@ class Loop:
         return {"seed": self.config["seed"], "steps": self.state.global_step,
                 "samples": self.state.global_step * self.config["batch_size"],
                 "seconds": round(self.state.train_seconds, 3), "device": device_name(self.context.device),
-                "processes": self.context.world_size, "threads": torch.get_num_threads(), "torch": torch.__version__}
+                "processes": self.context.world_size, "threads": torch.get_num_threads(), "torch": str(torch.__version__)}
 
     def show_progress(self) -> bool:
         setting = self.config["progress"]
