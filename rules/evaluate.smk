@@ -113,6 +113,18 @@ rule paper_tables:
             category="Paper tables",
             labels={"table": "efficiency"},
         ),
+        paired=report(
+            "results/tables/paper_paired.html",
+            caption="../report/paper_paired.rst",
+            category="Paper tables",
+            labels={"table": "paired differences"},
+        ),
+        f1_figure=report(
+            "results/tables/paper_main_f1.png",
+            caption="../report/paper_main_f1.rst",
+            category="Paper tables",
+            labels={"table": "F1 with 95 % intervals"},
+        ),
         csv="results/tables/paper_main.csv",
     params:
         datasets=BENCHMARK_DATASETS,
