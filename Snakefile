@@ -34,6 +34,7 @@ TRAINING_OVERRIDES = command_line_training(workflow.config_settings.config)
 include: "rules/common.smk"
 include: "rules/datasets.smk"
 include: "rules/ops.smk"
+include: "rules/weights.smk"
 include: "rules/train.smk"
 include: "rules/test.smk"
 include: "rules/evaluate.smk"

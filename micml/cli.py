@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from micml import __version__
+
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 # Named here, not imported from micml.data.synthetic and micml.precision, so that `micml --help`
 # starts without cv2 and torch; tests/test_cli.py checks that they agree.
@@ -195,7 +197,8 @@ def _train(parser):
 def _test(parser):
     parser.description = ("Run a checkpoint over one split of a unified dataset with tiled inference; "
                           "write mat/<video>/<frame:06d>.mat, detections.json, detections.csv, predict.json.")
-    parser.add_argument("checkpoint", type=Path, help="model.pt / best.pt written by training")
+    parser.add_argument("checkpoint", type=Path,
+                        help="model.pt / best.pt written by training (a reference model_best.pth: convert-checkpoint first)")
     parser.add_argument("dataset", type=Path, help="unified dataset folder")
     parser.add_argument("out", type=Path, help="prediction folder to create (replaced atomically)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to run")
@@ -213,7 +216,8 @@ def _detect(parser):
     parser.description = ("Detect moving objects in a video file (.mp4, .avi) or a folder of frames of "
                           "any size, with tiling; write detections.csv, detections.json and an annotated video.")
     parser.add_argument("source", type=Path, help="video file or folder of frames (sorted by name)")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="trained model.pt")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="trained model.pt (a reference model_best.pth: convert-checkpoint first)")
     parser.add_argument("--out", type=Path, default=Path("detections"), help="output folder")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="boxes drawn in the video above this")
     parser.add_argument("--no-video", action="store_true", help="skip the annotated video")
@@ -224,6 +228,27 @@ def _detect(parser):
 
         print(detect(args.source, args.checkpoint, args.out, score_threshold=args.score_threshold,
                      annotate=not args.no_video, **tiling_options(args)))
+    parser.set_defaults(run=run)
+
+
+@subcommand("convert-checkpoint", "reference MICML/DSFNet model_best.pth -> micml checkpoint")
+def _convert_checkpoint(parser):
+    parser.description = ("Write a checkpoint of the reference MICML/DSFNet code (model_best.pth) as a micml "
+                          "checkpoint that `micml test` and `micml detect` load: the model rebuilt as --model, its "
+                          "weights converted and loaded strictly, the reference's input normalisation (BGR, "
+                          "one mean and std) and the source file's sha256 recorded.")
+    parser.add_argument("src", type=Path, help="reference checkpoint (e.g. weights/rsdata/MICML/model_best.pth)")
+    parser.add_argument("dst", type=Path, help="micml checkpoint to write (e.g. micml_rscar.pt)")
+    parser.add_argument("--model", required=True,
+                        help="variant it was trained as (see `micml models`); a MICML checkpoint also loads as "
+                             "dsfnet, without the training-only motion module")
+    parser.add_argument("--head-conv", type=int, default=128, help="hidden width of the heads (the reference's 128)")
+
+    def run(args):
+        from micml.models.checkpoint_keys import convert_reference_checkpoint
+
+        provenance = convert_reference_checkpoint(args.src, args.dst, args.model, head_conv=args.head_conv)
+        print(json.dumps({"checkpoint": str(args.dst), **provenance}, indent=2))
     parser.set_defaults(run=run)
 
 
@@ -277,6 +302,7 @@ def _paper_tables(parser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="micml", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"micml {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (summary, add_arguments) in SUBCOMMANDS.items():

@@ -3,7 +3,7 @@ import os
 import re
 from pathlib import Path
 
-from micml import layout
+from micml import layout, weights
 
 # Environment of every job. Jobs import the `micml` package from this checkout, also inside
 # `--sdm conda` envs, which hold only its dependencies. OpenMP threads sleep instead of
@@ -73,6 +73,15 @@ def results_root(wildcards, input):
 def training_overrides(wildcards):
     """Command-line training keys, then the run's seed (both win over per_model)."""
     return {**TRAINING_OVERRIDES, "seed": int(wildcards.seed)}
+
+
+def backbone_weights_input(wildcards):
+    """The file a run's backbone starts from (training.pretrained): the ImageNet weights made by
+    rule backbone_weights for `imagenet`, the named file for a path, nothing for null."""
+    choice = weights.pretrained_choice(config["training"], wildcards.model, TRAINING_OVERRIDES)
+    if choice is None:
+        return []
+    return weights.IMAGENET_WEIGHTS if choice == weights.IMAGENET else choice
 
 
 def dataset_entry(wildcards):

@@ -5,6 +5,7 @@
 rule train:
     input:
         meta="results/data/{dataset}/meta.json",
+        weights=backbone_weights_input,
     output:
         model=run_pattern(layout.model_path),
     params:

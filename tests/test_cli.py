@@ -27,6 +27,22 @@ def test_console_script_runs():
     assert result.returncode == 0 and "convert" in result.stdout
 
 
+def test_version_has_one_source(capsys):
+    import micml
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"micml {micml.__version__}"
+
+
+def test_python_dash_m_micml_is_the_command():
+    result = subprocess.run([sys.executable, "-m", "micml", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "convert-checkpoint" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "micml", "test", "nowhere.pth", "data", "out"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_parse_options_reads_json_values():
     assert parse_options(['val_videos=["001"]', "fps=10", "name=clip"]) == {
         "val_videos": ["001"], "fps": 10, "name": "clip"}

@@ -2,7 +2,10 @@
 
 A sample is the current frame t of one video plus its four predecessors: temporal index k holds
 frame max(t - k, 1) (reference coco_rsdata.py:173-182), so t=3 gives frames 3, 2, 1, 1, 1.
-Pixels stay BGR as cv2 decodes them and are normalised as `(v/255 - 0.49965) / 0.08255`.
+Pixels stay BGR as cv2 decodes them until the last step, normalisation, which follows the
+weights the model starts from (`normalisation_for_weights`): the reference's `(v/255 - 0.49965) /
+0.08255` on BGR for a model trained from scratch, ImageNet's per-channel statistics on RGB for a
+backbone initialised from ImageNet weights. A checkpoint records which one it was trained with.
 
 Training clips, with the default augmentation style (in this order, same random draws for all
 five frames):
@@ -60,8 +63,81 @@ def clip_frame_indices(frame: int, seq_len: int = SEQ_LEN) -> list[int]:
     return [max(frame - k, 1) for k in range(seq_len)]
 
 
-def normalise(pixels: np.ndarray) -> np.ndarray:
-    return ((pixels.astype(np.float32) / 255.0 - PIXEL_MEAN) / PIXEL_STD).astype(np.float32)
+@dataclass(frozen=True)
+class Normalisation:
+    """How uint8 BGR frames (as cv2 decodes them) become network input: channel order, then
+    `(v/255 - mean) / std`, with one value for every channel or one per channel (in `channels` order)."""
+
+    name: str
+    channels: str  # "BGR" or "RGB": the order the network's first convolution expects
+    mean: float | tuple[float, float, float]
+    std: float | tuple[float, float, float]
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 network input of channel-last BGR `pixels`, in this normalisation's channel order."""
+        values = pixels.astype(np.float32)
+        if self.channels == "RGB":
+            values = values[..., ::-1]
+        mean, std = _statistic(self.mean, np.float32), _statistic(self.std, np.float32)
+        return ((values / 255.0 - mean) / std).astype(np.float32)
+
+    def on_tensor(self, values: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        """The same on a float tensor of BGR values in [0, 255] whose channels are `channel_dim`."""
+        if self.channels == "RGB":
+            values = values.flip(channel_dim)
+        shape = [1] * values.dim()
+        shape[channel_dim] = 3
+        mean, std = (value if isinstance(value, float) else
+                     torch.tensor(value, dtype=values.dtype, device=values.device).view(shape)
+                     for value in (self.mean, self.std))
+        return (values / 255.0 - mean) / std
+
+    def as_dict(self) -> dict:
+        """Plain values, as a checkpoint stores them."""
+        listed = {key: value if isinstance(value, float) else list(value)
+                  for key, value in (("mean", self.mean), ("std", self.std))}
+        return {"name": self.name, "channels": self.channels, **listed}
+
+    @classmethod
+    def from_dict(cls, value: Mapping | None) -> "Normalisation":
+        """The normalisation a checkpoint records; None (a checkpoint older than the field) is
+        the reference's, which every such checkpoint was trained with."""
+        if value is None:
+            return REFERENCE_NORMALISATION
+        try:
+            stats = {key: float(value[key]) if isinstance(value[key], (int, float)) else
+                     tuple(float(v) for v in value[key]) for key in ("mean", "std")}
+            normalisation = cls(str(value["name"]), value["channels"], **stats)
+        except (KeyError, TypeError, ValueError):
+            normalisation = None
+        if (normalisation is None or normalisation.channels not in ("BGR", "RGB")
+                or any(not isinstance(s, float) and len(s) != 3 for s in (normalisation.mean, normalisation.std))):
+            raise ValueError(f"normalisation {value!r}: expected {{name, channels: BGR|RGB, mean, std}} "
+                             "with one value or three per statistic")
+        return normalisation
+
+
+def _statistic(value: float | tuple[float, ...], dtype) -> np.generic | np.ndarray:
+    return dtype(value) if isinstance(value, float) else np.asarray(value, dtype)
+
+
+#: The reference's (MICML/DSFNet): one mean and std for all channels, BGR order.
+REFERENCE_NORMALISATION = Normalisation("reference", "BGR", PIXEL_MEAN, PIXEL_STD)
+#: ImageNet's, in RGB order: what timm's dla34 (and the original DLA-34 ImageNet file) learnt with.
+IMAGENET_NORMALISATION = Normalisation("imagenet", "RGB", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def normalisation_for_weights(pretrained: object) -> Normalisation:
+    """Normalisation follows the weights: ImageNet's for a backbone initialised from ImageNet
+    weights (`pretrained` names a file), the reference's for a model trained from scratch.
+    (The reference itself fed its ImageNet-initialised backbone its own BGR statistics; its
+    checkpoints keep those, see `micml.models.checkpoint_keys`.)"""
+    return REFERENCE_NORMALISATION if pretrained is None else IMAGENET_NORMALISATION
+
+
+def normalise(pixels: np.ndarray, normalisation: Normalisation | None = None) -> np.ndarray:
+    """float32 network input of uint8 BGR `pixels` (the reference's normalisation by default)."""
+    return (normalisation or REFERENCE_NORMALISATION)(pixels)
 
 
 def as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -313,12 +389,13 @@ class ClipDataset(Dataset):
     augmented. `train=False`: full frames (or a centre crop of `crop_size`) padded to a multiple
     of 16, no augmentation; `max_frames` keeps that many evenly spaced samples.
     Call `set_epoch` before each epoch so that augmentation changes from epoch to epoch.
+    `normalisation` is the model's (`normalisation_for_weights`), the reference's by default.
     """
 
     def __init__(self, root: Path | str, split: str, *, train: bool, crop_size: int | Sequence[int] | None = None,
                  seed: int = 0, augment: Augmentation | dict | bool | None = None, object_crop_prob: float = 0.5,
                  max_objects: int = MAX_OBJECTS, max_frames: int | None = None, seq_len: int = SEQ_LEN,
-                 cache_frames: int = 16):
+                 cache_frames: int = 16, normalisation: Normalisation | None = None):
         self.dataset = UnifiedDataset(root)
         self.split = split
         self.train = train
@@ -331,6 +408,7 @@ class ClipDataset(Dataset):
         self.object_crop_prob = object_crop_prob
         self.max_objects = max_objects
         self.seq_len = seq_len
+        self.normalisation = normalisation or REFERENCE_NORMALISATION
         self.cache = FrameCache(cache_frames)
         self.videos: list[Video] = self.dataset.videos(split)
         self.items = [(v, frame) for v, video in enumerate(self.videos)
@@ -382,11 +460,14 @@ class ClipDataset(Dataset):
         frames, boxes = flip_clip(frames, boxes, rng.random() < self.augment.hflip, rng.random() < self.augment.vflip)
         if self.augment.photometric:
             frames = photometric_distort(rng, frames)
-        return normalise(frames), boxes
+        return self.normalisation(frames), boxes
 
     def _augment_as_reference(self, rng: np.random.Generator, frames: np.ndarray, boxes: np.ndarray):
-        """Flips and colour distortion after normalisation, and only for crops that hold a box (spec 4.5)."""
-        frames = normalise(frames)
+        """Flips and colour distortion after normalisation, and only for crops that hold a box (spec 4.5).
+
+        With an RGB normalisation the distortion sees RGB values: its steps treat the channels alike
+        except the hue rotation, whose direction flips, and that is drawn symmetrically around 0."""
+        frames = self.normalisation(frames)
         if not len(boxes):
             return frames, boxes
         frames, boxes = flip_clip(frames, boxes, rng.random() < self.augment.hflip, rng.random() < self.augment.vflip)
@@ -400,7 +481,7 @@ class ClipDataset(Dataset):
             height, width = frames.shape[1:3]
             top_left = (max(height - self.crop_hw[0], 0) // 2, max(width - self.crop_hw[1], 0) // 2)
             frames, boxes = crop_clip(frames, boxes, top_left, self.crop_hw)
-        return normalise(pad_to_multiple(frames)), boxes
+        return self.normalisation(pad_to_multiple(frames)), boxes
 
 
 def collate_clips(samples: list[dict]) -> dict:

@@ -7,6 +7,8 @@ finished is the best checkpoint copied to the declared output.
 
 Settings are layered, later layers winning: micml's defaults < the config file's `training`
 section < its `per_model` entry for the model < `overrides` (the command line's `--set`).
+The workflow's `pretrained` key (null | imagenet | a path, see `micml.weights`) becomes the
+model's `pretrained` build option, `imagenet` the path of the ImageNet weights file.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import yaml
 
 from micml.engine.distributed import launch_command
 from micml.engine.train import BEST, resolve_config, train
+from micml.weights import IMAGENET_WEIGHTS, pretrained_choice, resolve_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +33,20 @@ LOG_TAIL_LINES = 25
 
 
 def model_training_config(training: Mapping, model: str, *, overrides: Mapping | None = None,
-                          threads: int | None = None) -> dict:
+                          threads: int | None = None, weights: Path | str = IMAGENET_WEIGHTS) -> dict:
     """The workflow's `training` section for one variant: shared keys, its per_model entry, then
-    `overrides`; `threads` (the job's CPU share, a machine setting) sets torch's thread count."""
+    `overrides`; `threads` (the job's CPU share, a machine setting) sets torch's thread count.
+    `pretrained: imagenet` names `weights` (checked against its recorded sha256)."""
     shared = {key: value for key, value in training.items() if key != "per_model"}
     per_model = dict((training.get("per_model") or {}).get(model, {}))
     machine = {} if threads is None else {"threads": threads}
-    return resolve_config({**shared, **per_model, **machine, **dict(overrides or {}), "model": model})
+    layered = {**shared, **per_model, **machine, **dict(overrides or {}), "model": model}
+    if "pretrained" in layered:
+        layered.pop("pretrained")
+        pretrained = resolve_pretrained(pretrained_choice(training, model, overrides), weights)
+        if pretrained is not None:
+            layered["model_options"] = {**(layered.get("model_options") or {}), "pretrained": pretrained}
+    return resolve_config(layered)
 
 
 def run_training(training: Mapping, model: str, dataset_root: Path | str, out_dir: Path | str,

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 import micml
-from micml.data.clips import Augmentation, ClipDataset, as_size, collate_clips
+from micml.data.clips import Augmentation, ClipDataset, as_size, collate_clips, normalisation_for_weights
 from micml.engine.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -556,7 +556,7 @@ def _train(config: dict, dataset_root: Path, out_dir: Path, fresh: bool, superse
 
     train_set = ClipDataset(dataset_root, "train", train=True, crop_size=config["crop_size"], seed=config["seed"],
                             augment=config["augment"], object_crop_prob=config["object_crop_prob"],
-                            max_objects=config["max_objects"])
+                            max_objects=config["max_objects"], normalisation=model_normalisation(config))
     if len(train_set) == 0:
         raise TrainingError(f"{dataset_root}: the train split has no frames; check the conversion")
     val_set = make_val_set(config, dataset_root)
@@ -614,11 +614,17 @@ def effective_settings(config: Mapping, device: torch.device) -> dict:
     return {"amp": amp_on(device, config["amp"]), "channels_last": bool(config["channels_last"]) and cuda}
 
 
+def model_normalisation(config: Mapping):
+    """The input normalisation of the model: it follows the weights the backbone starts from."""
+    return normalisation_for_weights(config["model_options"].get("pretrained"))
+
+
 def make_val_set(config: Mapping, dataset_root: Path) -> ClipDataset | None:
     if not config["val_interval"]:
         return None
     val_set = ClipDataset(dataset_root, "val", train=False, crop_size=config["val_crop_size"],
-                          max_objects=config["max_objects"], max_frames=config["val_max_frames"])
+                          max_objects=config["max_objects"], max_frames=config["val_max_frames"],
+                          normalisation=model_normalisation(config))
     if len(val_set) == 0:
         raise TrainingError(
             f"{dataset_root}: the val split has no frames, and the best checkpoint is chosen on val "
@@ -781,6 +787,7 @@ class Loop:
             "model": {"name": self.config["model"], "options": self.config["model_options"],
                       "config": _plain_or_none(getattr(self.model, "config", None))},
             "state_dict": self.model.state_dict(),
+            "normalisation": model_normalisation(self.config).as_dict(),  # what test and detect feed it
             "lr": self.optimizer.param_groups[0]["lr"],
             "epoch": self.state.epoch,
             "iteration": self.state.iteration,

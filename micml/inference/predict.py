@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 import micml
-from micml.data.clips import SEQ_LEN
+from micml.data.clips import SEQ_LEN, Normalisation
 from micml.data.unified import PARTIAL_SUFFIX, RETIRED_SUFFIX, UnifiedDataset, read_image, replace_folder
 from micml.engine.checkpoint import CheckpointError, build_model, read_weights_file, verify_weights, weights_digest
 from micml.evaluation.matfiles import PREDICT_SUMMARY, coco_image_index
@@ -81,7 +81,18 @@ def load_detector(checkpoint_path: str | os.PathLike, expected_variant: str | No
     # What predict.json and the metrics record, so a score names the exact weights behind it.
     model.weights_sha256 = checkpoint.get("weights_sha256") or weights_digest(checkpoint["state_dict"])
     model.training_budget = dict(checkpoint.get("training") or {})  # seed, steps, seconds, CPU (micml train)
+    model.normalisation = checkpoint_normalisation(checkpoint, path)  # TiledDetector feeds the model with it
     return model
+
+
+def checkpoint_normalisation(checkpoint: Mapping, path: Path) -> Normalisation:
+    """The input normalisation the checkpoint's model was trained with (the reference's for a
+    checkpoint written before it was recorded: every such model was trained with it)."""
+    try:
+        return Normalisation.from_dict(checkpoint.get("normalisation"))
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}; the file was modified or comes from another tool: "
+                              "re-train or re-download it") from None
 
 
 def _read_checkpoint(path: Path) -> dict:
@@ -104,9 +115,10 @@ def _model_description(checkpoint: Mapping, path: Path) -> tuple[str, dict]:
         name, options = checkpoint["variant"], checkpoint.get("model_options")
     else:
         raise CheckpointError(
-            f"{path}: holds weights but no model description (no 'model' or 'variant' entry); a checkpoint "
-            "of the reference MICML/DSFNet code loads with micml.models.load_reference_checkpoint("
-            "micml.models.build(<variant>), path) instead")
+            f"{path}: holds weights but no model description (no 'model' or 'variant' entry), as a checkpoint "
+            "of the reference MICML/DSFNet code (model_best.pth) does; convert it first: "
+            f"micml convert-checkpoint {path} converted.pt --model <variant, e.g. micml or dsfnet>, then use "
+            "converted.pt (in Python: micml.models.load_reference_checkpoint(micml.models.build(<variant>), path))")
     options = {key: value for key, value in dict(options or {}).items()
                if key not in INITIALISATION_OPTIONS and key != "variant"}
     return str(name), options
@@ -148,6 +160,7 @@ class PredictionSummary:
     seconds: float
     frames_per_second: float
     training: dict  # the checkpoint's training budget and machine; {} for a checkpoint without one
+    normalisation: dict  # the input normalisation the checkpoint's model was trained with
 
 
 def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
@@ -193,7 +206,7 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
         tile=tile, overlap=overlap, batch_size=batch_size, top_k=top_k, soft_nms=soft_nms, device=str(device), amp=amp,
         videos=len(videos), frames=writer.frames, detections=writer.rows, seconds=round(seconds, 3),
         frames_per_second=round(writer.frames / seconds, 3) if seconds > 0 else float("inf"),
-        training=model.training_budget)
+        training=model.training_budget, normalisation=model.normalisation.as_dict())
     log.info("%s/%s: %d frames in %.1f s, %.2f frames/s (tile %s, device %s)", Path(dataset_root).name, split,
              summary.frames, seconds, summary.frames_per_second, tile or "whole frame", device)
     _write_summary(work / SUMMARY_FILE, summary)

@@ -2,7 +2,7 @@
 
 Layout, per axis (rows and columns independently):
 - a frame no longer than the tile is one tile covering it, padded right/bottom to a multiple of
-  16 with the clip sampler's grey (`micml.data.clips.PAD_PIXEL`, ~0 after normalisation) and
+  16 with the clip sampler's grey (`micml.data.clips.PAD_PIXEL`, ~0 after the reference's normalisation) and
   cropped back from the heads before decoding; with `tile=None` every frame is one such tile,
   which is exactly the validation input of `micml.data.clips` (the reference's 1024 setting);
 - a longer frame is cut into tiles of exactly `tile` pixels that start every `tile - overlap`
@@ -34,18 +34,14 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from micml.data.clips import PAD_PIXEL, PIXEL_MEAN, PIXEL_STD, SIZE_MULTIPLE, normalise
+from micml.data.clips import PAD_PIXEL, REFERENCE_NORMALISATION, SIZE_MULTIPLE, Normalisation
 from micml.inference.decode import REFERENCE_TOP_K, decode_batch, real_rows
 from micml.inference.nms import soft_nms_gaussian
 from micml.precision import autocast, check_amp
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
-# The normalised value of the grey padding, computed by the clip sampler's own function so that
-# a padded tile is bit-identical to its padded validation input.
-PAD_VALUE = float(normalise(np.array([PAD_PIXEL], np.uint8))[0])
 
 
 def round_up(length: int, multiple: int = SIZE_MULTIPLE) -> int:
@@ -152,12 +148,15 @@ class TiledDetector:
     decodes them. `tile=None` feeds whole frames. Tiles are batched, also across consecutive
     frames of the same size, `batch_size` at a time. `amp` ("off", "bf16", "fp16") runs the
     network under autocast in that dtype (meant for GPUs; heads are decoded in float32), so
-    scores and boxes then differ from float32 by that dtype's rounding.
+    scores and boxes then differ from float32 by that dtype's rounding. `normalisation` is the
+    one the model was trained with: by default `model.normalisation` (set by
+    `micml.inference.load_detector` from the checkpoint), else the reference's.
     """
 
     def __init__(self, model: torch.nn.Module, *, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int = 1, top_k: int = REFERENCE_TOP_K, soft_nms: bool = True,
-                 device: torch.device | str | None = None, amp: str = "off"):
+                 device: torch.device | str | None = None, amp: str = "off",
+                 normalisation: Normalisation | None = None):
         check_tiling(tile, overlap)
         check_amp(amp)
         if batch_size < 1 or top_k < 1:
@@ -170,6 +169,11 @@ class TiledDetector:
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
         self.top_k, self.soft_nms = top_k, soft_nms
         self.amp = amp
+        self.normalisation = normalisation or getattr(model, "normalisation", REFERENCE_NORMALISATION)
+        # The grey padding's normalised value per channel, computed by the clip sampler's own
+        # function so that a padded tile is bit-identical to its padded validation input.
+        grey = self.normalisation(np.full((1, 3), PAD_PIXEL, np.uint8))[0]
+        self.pad_values = torch.from_numpy(grey).to(self.device).view(1, 3, 1, 1, 1)
 
     def layout(self, height: int, width: int) -> TileLayout:
         return tile_layout(height, width, self.tile, self.overlap)
@@ -247,8 +251,12 @@ class TiledDetector:
             for frame, tile in batch
         ])  # (B, T, h, w, 3) uint8: moved to the device before conversion, 4x less to copy
         clip = torch.from_numpy(pixels).to(self.device).permute(0, 4, 1, 2, 3).float()
-        clip = (clip / 255.0 - PIXEL_MEAN) / PIXEL_STD
-        clip = F.pad(clip, (0, input_w - valid_w, 0, input_h - valid_h), value=PAD_VALUE)
+        clip = self.normalisation.on_tensor(clip, channel_dim=1)
+        if (input_h, input_w) != (valid_h, valid_w):
+            batch_size, _, length = clip.shape[:3]
+            padded = self.pad_values.repeat(batch_size, 1, length, input_h, input_w)
+            padded[..., :valid_h, :valid_w] = clip
+            clip = padded
         return clip.to(self.dtype)
 
     def _core_masks(self, batch: list[tuple[_FrameInProgress, Tile]], height: int, width: int) -> torch.Tensor:

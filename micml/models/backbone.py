@@ -14,16 +14,22 @@ The reference also constructs `level5` (256->512) and, when it loads ImageNet we
 classifier; neither is ever executed. They are not built here (9,563,112 parameters saved), and
 `load_imagenet_weights` accepts and ignores their keys. Module attribute names follow the
 reference so that state_dict keys (`base_layer.0.weight`, `level3.tree1.root.conv.weight`, ...)
-are identical.
+are identical; they are also timm's (`timm.create_model("dla34")`: the same 186 names and
+shapes, without the two dead level3/level4 `project` shortcuts), so timm's ImageNet weights
+(`timm/dla34.in1k`) load as they are.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 BN_MOMENTUM = 0.1
 
@@ -31,8 +37,13 @@ BN_MOMENTUM = 0.1
 DLA34_CHANNELS = (16, 32, 64, 128, 256)
 #: Depth of the aggregation tree at level2 ... level4.
 DLA34_TREE_DEPTHS = (1, 2, 2)
-#: Keys of a reference-layout DLA-34 file that belong to parts never executed.
+#: Keys of a DLA-34 ImageNet file that belong to parts never executed (and not built here).
 UNUSED_PREFIXES = ("level5.", "fc.")
+#: Our keys a timm file lacks: the shortcuts of the depth-2 trees, built (the reference builds
+#: them) but never executed (see AggregationTree), so they keep their initial values.
+DEAD_PROJECT_PREFIXES = ("level3.project.", "level4.project.")
+#: Prefixes of a backbone saved inside a detector (reference `base.`, DataParallel `module.`).
+WRAPPER_PREFIXES = ("module.", "base.")
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
@@ -161,63 +172,104 @@ class DLA34(nn.Module):
         return features
 
 
-def _extract_state_dict(obj) -> Mapping[str, torch.Tensor]:
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"expected a state dict (a mapping of names to tensors), found {type(obj).__name__}")
-    return obj
+class PretrainedWeightsError(ValueError):
+    """A backbone weights file that cannot be used; the one-line message names the file and the fix."""
 
 
-def load_imagenet_weights(backbone: DLA34, path: str | os.PathLike) -> list[str]:
-    """Load a local DLA-34 ImageNet file (reference layout, e.g. `dla34-ba72cf86.pth`).
+@dataclass(frozen=True)
+class LoadReport:
+    """What loading a backbone file skipped, all of it expected: file keys of parts not built
+    here (level5, fc), and our keys the file lacks (dead shortcuts, BatchNorm counters)."""
 
-    Accepted key layouts: the original file (`base_layer.*`, `level0.*` ... `level5.*`,
-    `fc.*`), or the same keys prefixed by `base.` / `module.base.` (a reference detector
-    checkpoint). `level5.*` and `fc.*` are ignored; every other weight of levels 0-4 must be
-    present with the right shape. BatchNorm `num_batches_tracked` counters may be absent
-    (files saved before PyTorch 0.4.1 lack them). Nothing is downloaded.
+    skipped: tuple[str, ...]
+    kept_initial: tuple[str, ...]
 
-    Returns the list of ignored keys.
-    """
+
+def read_weights(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
+    """The tensors of a `.safetensors` file, or of a `.pth`/`.pt` file read with
+    `torch.load(weights_only=True)` (a `{'state_dict': ...}` checkpoint is unwrapped)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"DLA-34 ImageNet weights not found: {path!r}. Expected a local file in the reference "
-            "layout (e.g. dla34-ba72cf86.pth with keys base_layer.*, level0.* ... level5.*, fc.*); "
-            "nothing is downloaded. Fix: copy the file to that path, or pass pretrained=None to "
-            "start from random weights.")
-    raw = _extract_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            f"DLA-34 ImageNet weights not found: {path!r}. Expected a local .safetensors or .pth file of "
+            "timm's dla34 (timm/dla34.in1k model.safetensors) or the reference's dla34-ba72cf86.pth; nothing "
+            "is downloaded here. Fix: place the file at that path (the workflow's backbone_weights rule does "
+            "it for training.pretrained: imagenet), or pass pretrained=None to start from random weights.")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file  # only for this format
 
+            state = load_file(path, device="cpu")
+        else:
+            # weights_only=True: tensors and plain values only; a shared file never runs code.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # each format raises its own types for damaged or foreign files
+        first_line = (str(error).splitlines() or [""])[0][:200]
+        raise PretrainedWeightsError(
+            f"{path!r}: cannot be read as a weights file ({type(error).__name__}: {first_line}); it is truncated, "
+            "damaged or not a .safetensors/.pth weights file: download or copy it again") from None
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        found = type(state).__name__ if not isinstance(state, Mapping) else "a mapping with non-tensor values"
+        raise PretrainedWeightsError(f"{path!r}: expected a state dict (names -> tensors), found {found}; "
+                                     "give timm's dla34 weights or the reference's DLA-34 ImageNet file")
+    return state
+
+
+def backbone_key(name: str) -> str:
+    """Our key for a file's key: wrapper prefixes removed (timm's and the reference's names are ours)."""
+    for prefix in WRAPPER_PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name
+
+
+def load_imagenet_weights(backbone: DLA34, path: str | os.PathLike) -> LoadReport:
+    """Load a local DLA-34 ImageNet file into `backbone`: timm's dla34 (`.safetensors` or `.pth`),
+    the reference's `dla34-ba72cf86.pth`, or either saved inside a detector (`base.`/`module.base.`).
+
+    Every weight of levels 0-4 must be present with our shape, except the dead level3/level4
+    `project` shortcuts (timm lacks them) and BatchNorm `num_batches_tracked` counters (files
+    saved before PyTorch 0.4.1 lack them); `level5.*` and `fc.*` are skipped. What was skipped is
+    logged and returned. Anything else (a missing or unknown key, another shape) is a one-line
+    PretrainedWeightsError. Nothing is downloaded.
+    """
+    path = os.fspath(path)
     weights: dict[str, torch.Tensor] = {}
-    ignored: list[str] = []
-    for key, value in raw.items():
-        name = key
-        for prefix in ("module.", "base."):
-            if name.startswith(prefix):
-                name = name[len(prefix):]
+    skipped: list[str] = []
+    for key, value in read_weights(path).items():
+        name = backbone_key(key)
         if name.startswith(UNUSED_PREFIXES):
-            ignored.append(key)
+            skipped.append(key)
         else:
             weights[name] = value
 
     expected = backbone.state_dict()
-    unexpected = sorted(set(weights) - set(expected))
-    missing = sorted(k for k in set(expected) - set(weights) if not k.endswith("num_batches_tracked"))
-    wrong_shape = sorted(k for k in set(weights) & set(expected) if weights[k].shape != expected[k].shape)
-    if unexpected or missing or wrong_shape:
-        def show(keys):
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-        problems = []
-        if missing:
-            problems.append(f"missing {len(missing)} keys: {show(missing)}")
-        if unexpected:
-            problems.append(f"{len(unexpected)} unknown keys: {show(unexpected)}")
-        if wrong_shape:
-            problems.append(f"{len(wrong_shape)} keys with a different shape: {show(wrong_shape)}")
-        raise ValueError(
-            f"{path!r} is not a DLA-34 state dict in the reference layout: " + "; ".join(problems)
-            + ". Expected keys like base_layer.0.weight, level3.tree1.root.conv.weight "
-            "(optionally prefixed by 'base.'). Fix: pass the original dla34-ba72cf86.pth file.")
+    absent = sorted(set(expected) - set(weights))
+    kept_initial = [k for k in absent if k.endswith("num_batches_tracked") or k.startswith(DEAD_PROJECT_PREFIXES)]
+    _refuse_mismatch(path, expected, weights, missing=sorted(set(absent) - set(kept_initial)))
     backbone.load_state_dict(weights, strict=False)
-    return ignored
+    report = LoadReport(tuple(skipped), tuple(kept_initial))
+    log.info("%s: loaded %d backbone tensors; skipped %d of the file's keys (level5, fc: never executed)%s; "
+             "%d of ours not in the file kept their initial values (%s)", path, len(weights), len(skipped),
+             _listed(skipped), len(kept_initial), _listed(kept_initial) or "none")
+    return report
+
+
+def _refuse_mismatch(path: str, expected: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor],
+                     missing: list[str]) -> None:
+    unknown = sorted(set(weights) - set(expected))
+    wrong_shape = [f"{k} {tuple(weights[k].shape)} vs {tuple(expected[k].shape)}"
+                   for k in sorted(set(weights) & set(expected)) if weights[k].shape != expected[k].shape]
+    problems = [f"{what} {len(keys)} keys: {_listed(keys)}" for what, keys in
+                (("missing", missing), ("unknown", unknown), ("of another shape (file vs model)", wrong_shape)) if keys]
+    if problems:
+        raise PretrainedWeightsError(
+            f"{path!r} is not a DLA-34 backbone file in timm's or the reference's layout: " + "; ".join(problems)
+            + ". Expected keys like base_layer.0.weight, level3.tree1.root.conv.weight (optionally prefixed by "
+            "'base.'). Fix: give timm's dla34 weights (timm/dla34.in1k) or the reference's dla34-ba72cf86.pth.")
+
+
+def _listed(keys: list[str], shown: int = 5) -> str:
+    return ", ".join(keys[:shown]) + (f" (+{len(keys) - shown} more)" if len(keys) > shown else "")

@@ -24,8 +24,9 @@
   removed; the mined map goes straight to the gated residual `h + sigmoid(mapping(.))`).
   See `micml.models.motion` for the precise math.
 
-Options of `build`: `pretrained` (None or a local DLA-34 ImageNet file in the reference key
-layout; nothing is downloaded) and `head_conv` (hidden width of the heads, 128). A built model
+Options of `build`: `pretrained` (None, or a local DLA-34 ImageNet file: timm's dla34 as
+.safetensors or .pth, or the reference's dla34-ba72cf86.pth; see `load_imagenet_weights`; nothing
+is downloaded) and `head_conv` (hidden width of the heads, 128). A built model
 carries `model.variant` and `model.config` (`{'variant', 'head_conv', 'pretrained'}`);
 `rebuild(model.config)` makes the same architecture without reading the pretrained file (a
 checkpoint's weights replace it anyway).
@@ -127,8 +128,8 @@ OPTIONS = {"pretrained": None, "head_conv": 128}
 def build(name: str, **options) -> Detector:
     """Build the variant `name` (see the module docstring).
 
-    Options: `pretrained` (None, or the path of a local DLA-34 ImageNet file loaded into the
-    static backbone; weights are random otherwise) and `head_conv` (128).
+    Options: `pretrained` (None, or the path of a local DLA-34 ImageNet file, timm's or the
+    reference's, loaded into the static backbone; weights are random otherwise) and `head_conv` (128).
     """
     spec = _spec(name)
     unknown = sorted(set(options) - set(OPTIONS))
@@ -141,7 +142,8 @@ def build(name: str, **options) -> Detector:
         raise ValueError(f"head_conv must be an int >= 0 (128 in the reference), got {head_conv!r}")
     if pretrained is not None and not spec.static:
         raise ValueError(f"{name!r} has no DLA-34 backbone, so pretrained={os.fspath(pretrained)!r} "
-                         "cannot be used; pass pretrained=None")
+                         "cannot be used; pass pretrained=None (in a workflow config: "
+                         f"training.per_model.{name}.pretrained: null)")
 
     backbone = static_neck = None
     if spec.static:
