@@ -268,7 +268,12 @@ def test_short_run_writes_checkpoints_logs_provenance_and_repeats(dataset_root, 
     assert last["model"]["name"] == TINY and last["lr"] == pytest.approx(1e-4)
     assert all(state["step"].item() == 4 for state in last["optimizer"]["state"].values())
     assert last["best"]["metric"] == "f1" and last["best"]["epoch"] in (1, 2)
-    assert "optimizer" not in torch.load(best, weights_only=True)
+    best_checkpoint = torch.load(best, weights_only=True)
+    assert "optimizer" not in best_checkpoint
+    # The run's whole budget (what models are compared at), and the step of the best weights.
+    budget = best_checkpoint["training"]
+    assert (budget["seed"], budget["steps"], budget["samples"]) == (5, 4, 8) and budget["seconds"] > 0
+    assert budget["best_step"] == 2 * best_checkpoint["best"]["epoch"] and budget["threads"] == 1
     rows = read_log(out)
     assert [(r["kind"], r["epoch"], r["step"]) for r in rows] == [
         ("train", "1", "1"), ("train", "1", "2"), ("val", "1", "2"),

@@ -681,6 +681,16 @@ class Loop:
             # No validation ever ran (val_interval 0): the last weights are the only candidate.
             log.warning("no validation ran; %s holds the last epoch's weights", BEST)
             save_checkpoint(self.out_dir / BEST, self.checkpoint(with_optimizer=False))
+        if self.context.is_main:
+            self.record_budget_in_best()
+
+    def record_budget_in_best(self) -> None:
+        """best.pt was written at its epoch, before the run spent its whole budget: it gets the
+        run's totals (what models are compared at) and keeps the step of its own weights."""
+        best = load_checkpoint(self.out_dir / BEST)
+        weights_step = best["training"].get("best_step", best["training"]["steps"])
+        best["training"] = {**self.budget(), "best_step": weights_step}
+        save_checkpoint(self.out_dir / BEST, best)
 
     def validation_due(self, epoch: int) -> bool:
         interval = self.config["val_interval"]
@@ -806,8 +816,9 @@ class Loop:
         return checkpoint
 
     def budget(self) -> dict:
-        """What this run has spent and where: tables compare models at stated budgets, and a
-        score is only reproducible on the same CPU kind and thread count."""
+        """What this run has spent so far and where: tables compare models at stated budgets, and
+        a score is only reproducible on the same CPU kind and thread count. (best.pt gets the
+        totals when the run ends, and `best_step`, the step of its own weights.)"""
         return {"seed": self.config["seed"], "steps": self.state.global_step,
                 "samples": self.state.global_step * self.config["batch_size"],
                 "seconds": round(self.state.train_seconds, 3), "device": device_name(self.context.device),
