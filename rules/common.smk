@@ -3,7 +3,7 @@ import os
 import re
 from pathlib import Path
 
-from micml import layout, weights
+from micml import layout, variants, weights
 
 # Environment of every job. Jobs import the `micml` package from this checkout, also inside
 # `--sdm conda` envs, which hold only its dependencies. OpenMP threads sleep instead of
@@ -34,16 +34,7 @@ PROTOCOLS = {
 BENCHMARK_DATASETS = [
     name for name, entry in DATASETS.items() if entry.get("benchmark", True) and entry["format"] != "video"
 ]
-MODEL_VARIANTS = [
-    "centernet",
-    "dsfnet_static",
-    "dsfnet_dynamic",
-    "dsfnet",
-    "micml",
-    "micml_motion_at_test",
-    "micml_no_adapter",
-    "micml_no_mining",
-]
+MODEL_VARIANTS = list(variants.VARIANTS)
 
 
 def alternatives(names):

@@ -1,8 +1,12 @@
 """The workflow configuration is validated against config/schema.yaml with clear messages."""
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
+from micml import variants
 from micml.config import DEFAULT_CONFIG_PATH, SCHEMA_PATH, ConfigError, load_config, validate
 
 
@@ -78,3 +82,14 @@ def test_schema_testing_defaults_are_the_inference_defaults():
     testing = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["testing"]["properties"]
     for key in ("tile", "overlap", "top_k", "soft_nms"):
         assert testing[key]["default"] == defaults[key], key
+
+
+def test_schema_model_enum_is_micml_variants():
+    """The schema cannot import Python, so it repeats micml.variants' names; they must agree, in order."""
+    models = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["models"]
+    assert models["items"]["enum"] == list(variants.VARIANTS), (
+        "config/schema.yaml `models.items.enum` differs from micml/variants.py: copy micml.variants.VARIANTS there")
+    assert set(models["default"]) <= set(variants.VARIANTS)
+    # the one list is importable where torch is not (the workflow and the evaluate env read it)
+    check = "import sys, micml.variants; assert 'torch' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", check], check=True, cwd=SCHEMA_PATH.parent.parent)

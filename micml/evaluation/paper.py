@@ -52,11 +52,10 @@ from micml.evaluation.report_tables import (
     iou_key,
 )
 from micml.evaluation.stats import BOOTSTRAP_RESAMPLES, NO_VALUE, Interval, paired_difference, seed_interval
+from micml.variants import VARIANTS, describe
 
-# micml.models.VARIANTS, in the registry's order, written out so that reading results needs no torch
-# import (a test checks that the two agree).
-ABLATION_VARIANTS = ("centernet", "dsfnet_static", "dsfnet_dynamic", "dsfnet", "micml", "micml_motion_at_test",
-                     "micml_no_adapter", "micml_no_mining")
+# The ablation table's rows: every variant, in micml.variants' order (no torch import).
+ABLATION_VARIANTS = VARIANTS
 MODELS_TABLE = Path("tables") / "models.csv"
 PER_VIDEO_METRICS = "dsfnet_f1.csv"
 SUMMARY_RELATIVE = f"metrics/{SUMMARY_FILE}"
@@ -519,8 +518,6 @@ def per_video_display(frame: pd.DataFrame, models: Sequence[str], videos: Sequen
 
 
 def ablation_table(results_dir: Path, datasets: Sequence[str], seeds: Sequence[int]) -> TableDocument:
-    from micml.models import describe  # imports torch: only needed for this table
-
     notes = Notes("P/R/F1 at IoU > 0, score > 0.3, averaged over test videos. A variant not in the config's "
                   "`models` list is not trained: add it there to fill its row.")
     notes.add(interval_explanation(seeds))

@@ -40,6 +40,8 @@ from typing import Callable
 
 from torch import nn
 
+from micml.variants import SUMMARIES, VARIANTS
+
 from .backbone import DLA34, load_imagenet_weights
 from .detector import Detector
 from .heads import centernet_heads
@@ -55,27 +57,23 @@ class VariantSpec:
     fusion: bool
     motion: dict | None = None  # MotionModule switches, or None for no motion module
     motion_at_test: bool = False
-    summary: str = ""
 
 
+# The architecture of each variant of micml.variants (which holds the names, their order and
+# their one-line summaries, importable without torch).
 _SPECS: dict[str, VariantSpec] = {
-    "centernet": VariantSpec(True, False, False, summary="DLA-34 + DLAUp + heads on the key frame"),
-    "dsfnet_static": VariantSpec(True, False, True, summary="DSFNet, static (2-D) branch only"),
-    "dsfnet_dynamic": VariantSpec(False, True, True, summary="DSFNet, temporal (3-D) branch only"),
-    "dsfnet": VariantSpec(True, True, True, summary="DSFNet: static + temporal branches summed"),
-    "micml": VariantSpec(True, True, True, {"mining": True, "adapter": True},
-                         summary="DSFNet + motion module in training only (the reference)"),
-    "micml_motion_at_test": VariantSpec(True, True, True, {"mining": True, "adapter": True},
-                                        motion_at_test=True,
-                                        summary="MICML with the motion module also at inference"),
-    "micml_no_adapter": VariantSpec(True, True, True, {"mining": True, "adapter": False},
-                                    summary="MICML without the motion-vision adapter"),
-    "micml_no_mining": VariantSpec(True, True, True, {"mining": False, "adapter": True},
-                                   summary="MICML without motion pattern mining"),
+    "centernet": VariantSpec(True, False, False),
+    "dsfnet_static": VariantSpec(True, False, True),
+    "dsfnet_dynamic": VariantSpec(False, True, True),
+    "dsfnet": VariantSpec(True, True, True),
+    "micml": VariantSpec(True, True, True, {"mining": True, "adapter": True}),
+    "micml_motion_at_test": VariantSpec(True, True, True, {"mining": True, "adapter": True}, motion_at_test=True),
+    "micml_no_adapter": VariantSpec(True, True, True, {"mining": True, "adapter": False}),
+    "micml_no_mining": VariantSpec(True, True, True, {"mining": False, "adapter": True}),
 }
-
-#: Every buildable model name.
-VARIANTS: tuple[str, ...] = tuple(_SPECS)
+if tuple(_SPECS) != VARIANTS:
+    raise RuntimeError(f"micml/models/registry.py builds {', '.join(_SPECS)} but micml/variants.py names "
+                       f"{', '.join(VARIANTS)}: give every variant of micml.variants one spec, in the same order")
 
 #: Channels of the maps fused by the DSFNet IDAUp, and of the maps the heads read.
 FUSED_CHANNELS = (16, 32, 64)
@@ -111,8 +109,9 @@ def builder_for(name: str) -> Callable[..., nn.Module]:
 
 
 def describe(name: str) -> str:
-    """One line about a variant."""
-    return _spec(name).summary
+    """One line about a variant (micml.variants.describe, with the registered models named in the error)."""
+    _spec(name)
+    return SUMMARIES[name]
 
 
 def _spec(name: str) -> VariantSpec:
