@@ -110,6 +110,49 @@ def imported_modules(script: Path) -> list[str]:
     return sorted(set(modules))
 
 
+def micml_file(module: str) -> Path | None:
+    """The source file of a module of this checkout's micml package (None for a name in one)."""
+    path = REPO.joinpath(*module.split("."))
+    return next((file for file in (path.with_suffix(".py"), path / "__init__.py") if file.is_file()), None)
+
+
+def imports_in(file: Path, module: str) -> set[str]:
+    """Every module `file` imports anywhere: at the top and late, inside functions (relative
+    imports resolved; `from a import b` gives a and a.b, which may be a module)."""
+    package = module if file.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(file.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            base = ".".join(parts + ([node.module] if node.module else []))
+            found |= {base, *(f"{base}.{alias.name}" for alias in node.names)}
+    return found
+
+
+def reachable_modules(scripts: list[Path]) -> list[str]:
+    """What the scripts may import when they run: their imports, every micml module reachable
+    through imports at any depth (late imports in functions included, e.g. a table that imports
+    micml.models only when it is written), and the top-level package of everything those import."""
+    modules = {module for script in scripts for module in imported_modules(script)}
+    todo, seen = [module for module in modules if module.split(".")[0] == "micml"], set()
+    while todo:
+        module = todo.pop()
+        file = micml_file(module)
+        if module in seen or file is None:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        for name in imports_in(file, module):
+            if name.split(".")[0] == "micml":
+                todo.append(name)
+            else:
+                modules.add(name.split(".")[0])
+    return sorted(modules | seen)
+
+
 # Runs in a fresh interpreter: refuses every pinned package outside the env, then imports.
 IMPORT_CHECK = """
 import importlib, sys
@@ -128,9 +171,62 @@ for module in sys.argv[2:]:
 def test_env_holds_what_its_rules_import(env):
     scripts = [paths["script"] for paths in rule_directives().values() if paths.get("conda") == env.resolve()]
     assert scripts, f"no rule uses {env.name}"
-    modules = sorted({module for script in scripts for module in imported_modules(script)})
+    modules = reachable_modules(scripts)
     _, pins = env_pins(env)
     blocked = sorted(module for name, module in IMPORT_NAMES.items() if name not in pins)
     result = subprocess.run([sys.executable, "-c", IMPORT_CHECK, ",".join(blocked), *modules], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{env.name} lacks a package its rules import:\n{result.stderr[-3000:]}"
+
+
+# Runs the evaluate env's rules on a two-video dataset in a fresh interpreter that refuses the
+# packages the env lacks: import checks miss what a function imports late, when it runs.
+EVALUATE_RUN = """
+import sys
+blocked = set(sys.argv[1].split(","))
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ImportError(f"{name} is not in this conda env")
+sys.meta_path.insert(0, Refuse())
+from pathlib import Path
+import numpy as np
+import pandas as pd
+from micml import layout
+from micml.data.unified import UnifiedWriter
+from micml.evaluation import frame_mat_path, write_frame_mat
+from micml.evaluation.paper import write_paper_tables
+from micml.evaluation.report_tables import evaluate_predictions
+
+root = Path(sys.argv[2])
+writer = UnifiedWriter(root / "data" / "toy", protocols=("dsfnet_f1", "coco_ap50", "centre_distance"))
+grey = [np.full((48, 64, 3), 128, np.uint8)] * 2
+writer.add_video("v1", "test", grey, {1: [[10, 10, 20, 20]], 2: [[30, 30, 40, 40]]})
+dataset = writer.commit()
+predictions = layout.predictions_dir(root / "results", "toy", "dsfnet", 0, "test")
+write_frame_mat(frame_mat_path(predictions / "mat", "v1", 1), [[10, 10, 20, 20, 0.9]])
+write_frame_mat(frame_mat_path(predictions / "mat", "v1", 2), [])
+evaluate_predictions(dataset, predictions, "test", layout.metrics_dir(root / "results", "toy", "dsfnet", 0))
+(root / "results" / "tables").mkdir()
+pd.DataFrame({"variant": ["dsfnet"], "params_inference": [1], "params_total": [1], "gmac_512": [1.0],
+              "gflops_512": [2.0]}).to_csv(root / "results" / "tables" / "models.csv", index=False)
+tables = write_paper_tables(root / "results", ["toy"], ["dsfnet"], root / "results" / "tables", seeds=[0])
+ablation = tables["paper_ablation"].set_index("model")
+assert ablation.loc["dsfnet", "description"], ablation
+print("imported:", sorted(name for name in sys.modules if name.split(".")[0] in blocked))
+"""
+
+
+def test_evaluate_env_runs_evaluate_and_paper_tables(tmp_path):
+    """rules evaluate and paper_tables (envs/evaluate.yaml, no torch) on a tiny results tree, every
+    table written, the ablation table with its variant descriptions."""
+    env = ENVS / "evaluate.yaml"
+    rules = rule_directives()
+    assert rules["evaluate"]["conda"] == rules["paper_tables"]["conda"] == env.resolve()
+    _, pins = env_pins(env)
+    blocked = sorted(module for name, module in IMPORT_NAMES.items() if name not in pins)
+    assert "torch" in blocked
+    result = subprocess.run([sys.executable, "-c", EVALUATE_RUN, ",".join(blocked), str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{env.name} cannot run its rules:\n{result.stderr[-3000:]}"
+    assert "imported: []" in result.stdout
