@@ -37,3 +37,29 @@ def float32_under_autocast(function):
         with torch.autocast(device_type, enabled=False):
             return function(as_float(x), *map(as_float, args), **{k: as_float(v) for k, v in kwargs.items()})
     return wrapper
+
+
+# --------------------------------------------------------------------------- GPU speed settings
+
+# torch.compile's backend. Not a user setting: tests switch it to "eager" to check the wiring
+# where the inductor backend (which needs a C compiler) is missing or too slow to wait for.
+COMPILE_BACKEND = "inductor"
+
+
+def tune_cudnn(device: torch.device | str) -> None:
+    """Let cuDNN pick the fastest convolution algorithm per input shape on CUDA.
+
+    Training crops and test tiles have a few fixed shapes, so the search pays for itself after
+    the first batches; CPU runs are left alone (the flag is global and means nothing there).
+    """
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def compiled(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """`torch.compile(model)` when `enabled`, else `model` itself.
+
+    The compiled wrapper shares the model's parameters, so checkpoints are still written from the
+    plain model; results differ from eager by float rounding (fused kernels).
+    """
+    return torch.compile(model, backend=COMPILE_BACKEND) if enabled else model

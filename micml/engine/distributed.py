@@ -70,13 +70,14 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
 
 
 def wrap_model(model: nn.Module, context: DistContext, *, sync_batchnorm: bool = False,
-               find_unused_parameters: bool = True) -> nn.Module:
+               find_unused_parameters: bool = False) -> nn.Module:
     """DistributedDataParallel around `model` when there is more than one process.
 
-    `find_unused_parameters` defaults to True because every variant holds parameters that never
-    receive a gradient, which plain DDP treats as an error: DLA-34's `base.level3.project` and
-    `base.level4.project` (built, as in the reference, so that its checkpoints load, but never
-    run). SyncBatchNorm needs CUDA; on CPU it is skipped with a warning.
+    `find_unused_parameters` defaults to False: it costs a graph traversal every step, and every
+    trainable parameter of every variant receives a gradient (tests/test_gpu_ready.py checks it).
+    DLA-34's `base.level3.project` and `base.level4.project`, built as in the reference so that its
+    checkpoints load but never run, are frozen (requires_grad False), so DDP does not wait for
+    them. SyncBatchNorm needs CUDA; on CPU it is skipped with a warning.
     """
     if not context.distributed:
         return model

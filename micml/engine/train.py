@@ -66,7 +66,7 @@ from micml.engine.distributed import (
 )
 from micml.engine.losses import CenterNetLoss
 from micml.machine import cpu_model
-from micml.precision import AMP_DTYPES, autocast
+from micml.precision import AMP_DTYPES, autocast, compiled, tune_cudnn
 
 log = logging.getLogger("micml.engine")
 
@@ -108,7 +108,8 @@ DEFAULTS: dict = {
     "amp": "off",                   # off | bf16 | fp16 (CUDA only; ignored with a warning on CPU)
     "channels_last": False,         # CUDA only
     "sync_batchnorm": False,        # under torchrun with CUDA
-    "find_unused_parameters": True,  # DDP; see micml.engine.distributed.wrap_model
+    "compile": False,               # torch.compile the training network (float rounding differs slightly)
+    "find_unused_parameters": False,  # DDP; see micml.engine.distributed.wrap_model
     "threads": None,                # torch CPU threads; null: torch's default
     "checkpoint_every": None,       # also write last.pt every N iterations inside an epoch
     "log_interval": 1,              # log.csv row every N iterations
@@ -553,6 +554,7 @@ def _train(config: dict, dataset_root: Path, out_dir: Path, fresh: bool, superse
         torch.set_num_threads(config["threads"])
     seed_everything(config["seed"])
     effective = effective_settings(config, context.device)
+    tune_cudnn(context.device)
 
     train_set = ClipDataset(dataset_root, "train", train=True, crop_size=config["crop_size"], seed=config["seed"],
                             augment=config["augment"], object_crop_prob=config["object_crop_prob"],
@@ -587,6 +589,7 @@ def _train(config: dict, dataset_root: Path, out_dir: Path, fresh: bool, superse
 
     network = wrap_model(model, context, sync_batchnorm=config["sync_batchnorm"],
                          find_unused_parameters=config["find_unused_parameters"])
+    network = compiled(network, config["compile"])
     loop = Loop(config, context, effective, model, network, optimizer, scaler, train_set, val_set,
                 validate or make_f1_validator(config), out_dir, csv_log, state, identity_fingerprint(identity))
     loop.run()

@@ -167,14 +167,14 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
                   out_dir: str | os.PathLike, *, expected_variant: str | None = None, tile: int | None = None,
                   overlap: int = DEFAULT_OVERLAP, batch_size: int = 1, top_k: int = REFERENCE_TOP_K,
                   soft_nms: bool = True, device: str | torch.device = "cpu", amp: str = "off",
-                  progress: bool = True, write_mat: bool = True) -> PredictionSummary:
+                  progress: bool = True, write_mat: bool = True, compile: bool = False) -> PredictionSummary:
     """Detect on every frame of `split` and write `out_dir` (see the module docstring).
 
     `write_mat=False` leaves out the .mat tree (the workflow's `export_mat` rule writes it from
     detections.csv, so that a GPU job does not spend its time writing thousands of small files).
 
     `tile=None` runs whole frames (the reference's setting); otherwise tiles of `tile` pixels with
-    `overlap` (see `micml.inference.tiling`).
+    `overlap` (see `micml.inference.tiling`). `compile` runs the network through torch.compile.
     """
     # replace_folder swaps `out_dir` whole: an input there, inside or around it would be deleted
     check_output_apart(out_dir, checkpoint, dataset_root, what="prediction folder",
@@ -184,7 +184,7 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
     image_ids = coco_image_index(dataset.annotation_file(split))
     model = load_detector(checkpoint, expected_variant, device)
     detector = TiledDetector(model, tile=tile, overlap=overlap, batch_size=batch_size, top_k=top_k,
-                             soft_nms=soft_nms, device=device, amp=amp)
+                             soft_nms=soft_nms, device=device, amp=amp, compile=compile)
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + PARTIAL_SUFFIX)
     if work.exists():

@@ -38,7 +38,7 @@ import torch
 from micml.data.clips import PAD_PIXEL, REFERENCE_NORMALISATION, SIZE_MULTIPLE, Normalisation
 from micml.inference.decode import REFERENCE_TOP_K, decode_batch, real_rows
 from micml.inference.nms import soft_nms_gaussian
-from micml.precision import autocast, check_amp
+from micml.precision import autocast, check_amp, compiled, tune_cudnn
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
@@ -150,13 +150,14 @@ class TiledDetector:
     network under autocast in that dtype (meant for GPUs; heads are decoded in float32), so
     scores and boxes then differ from float32 by that dtype's rounding. `normalisation` is the
     one the model was trained with: by default `model.normalisation` (set by
-    `micml.inference.load_detector` from the checkpoint), else the reference's.
+    `micml.inference.load_detector` from the checkpoint), else the reference's. `compile` runs the
+    network through `torch.compile` (each new tile shape compiles once; float rounding differs).
     """
 
     def __init__(self, model: torch.nn.Module, *, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int = 1, top_k: int = REFERENCE_TOP_K, soft_nms: bool = True,
                  device: torch.device | str | None = None, amp: str = "off",
-                 normalisation: Normalisation | None = None):
+                 normalisation: Normalisation | None = None, compile: bool = False):
         check_tiling(tile, overlap)
         check_amp(amp)
         if batch_size < 1 or top_k < 1:
@@ -166,6 +167,8 @@ class TiledDetector:
             parameter.device if parameter is not None else torch.device("cpu"))
         self.dtype = parameter.dtype if parameter is not None else torch.float32
         self.model = model.to(self.device).eval()
+        self.network = compiled(self.model, compile)  # what runs; self.model stays the plain module
+        tune_cudnn(self.device)
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
         self.top_k, self.soft_nms = top_k, soft_nms
         self.amp = amp
@@ -226,7 +229,7 @@ class TiledDetector:
         valid_h, valid_w = layout.valid_shape
         inputs = self._tile_inputs(batch)
         with torch.inference_mode(), autocast(self.device, self.amp):
-            outputs = self.model(inputs)
+            outputs = self.network(inputs)
         heads = {name: outputs[name][..., :valid_h, :valid_w].float() for name in ("hm", "wh", "reg")}
         detections = decode_batch(heads, self.top_k, allowed=self._core_masks(batch, valid_h, valid_w))
         shifts = torch.tensor([[x, y, x, y, 0] for y, x in (tile.origin for _, tile in batch)],
