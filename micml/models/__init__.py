@@ -1,5 +1,6 @@
 """MICML model family: DLA-34, the temporal 3-D branch, the motion module, necks, heads, and
-the registry of assembled detectors (`VARIANTS`, `build`)."""
+the registry of assembled detectors (`build`; `VARIANTS` and `describe` are micml.variants', which
+names the variants without importing torch)."""
 
 from .backbone import DLA34, load_imagenet_weights
 from .checkpoint_keys import convert_reference_state_dict, load_reference_checkpoint
