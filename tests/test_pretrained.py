@@ -189,10 +189,11 @@ def test_training_pretrained_becomes_the_model_option():
 
 
 def test_paper_config_plans_backbone_weights_before_training(tmp_path):
+    paper = ["--configfile", str(REPO / "config" / "paper.yaml"), "--replace-workflow-config"]  # as README says
     result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-n",
-                             "--forceall", "--configfile", str(REPO / "config" / "paper.yaml")],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                             "--forceall", *paper], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "synthetic" not in result.stdout  # the paper profile replaces the default config
     jobs = result.stdout.split("rule ")
     train_inputs = [job for job in jobs if job.startswith("train:")]
     assert any(job.startswith("backbone_weights:") for job in jobs)
