@@ -63,3 +63,17 @@ def compiled(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     plain model; results differ from eager by float rounding (fused kernels).
     """
     return torch.compile(model, backend=COMPILE_BACKEND) if enabled else model
+
+
+def channels_last_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with 4-D weights in channels_last and 5-D ones in channels_last_3d, in place.
+
+    `model.to(memory_format=torch.channels_last)` refuses every detector: the temporal branch's
+    Conv3d weights are 5-D. Convolutions then run (and propagate) the channels-last layout.
+    """
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.dim() in formats:
+                tensor.data = tensor.data.contiguous(memory_format=formats[tensor.dim()])
+    return model

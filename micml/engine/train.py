@@ -66,7 +66,7 @@ from micml.engine.distributed import (
 )
 from micml.engine.losses import CenterNetLoss
 from micml.machine import cpu_model
-from micml.precision import AMP_DTYPES, autocast, compiled, tune_cudnn
+from micml.precision import AMP_DTYPES, autocast, channels_last_weights, compiled, tune_cudnn
 
 log = logging.getLogger("micml.engine")
 
@@ -566,7 +566,7 @@ def _train(config: dict, dataset_root: Path, out_dir: Path, fresh: bool, superse
     import_plugins(config["plugins"])
     model = build_model(config["model"], config["model_options"]).to(context.device)
     if effective["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
+        model = channels_last_weights(model)  # .to(memory_format=...) refuses the 5-D Conv3d weights
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
     scaler = torch.amp.GradScaler("cuda", enabled=effective["amp"] == "fp16")
 
