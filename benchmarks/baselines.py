@@ -157,12 +157,13 @@ PATHS = ("baseline", "optimised")
 
 
 def compare_paths(step, repeats: int, *, script: str | None = None, memory_argv: list[str] | None = None,
-                  digits: int = 3) -> dict:
+                  digits: int = 3, device: str | torch.device = "cpu") -> dict:
     """Run `step(path)` once per path (untimed; its results are returned), then `repeats` timed
     runs alternating the paths; print medians, minima, peak RSS of a fresh process per path
-    (`script memory_argv --measure-memory PATH`, when memory_argv is given) and the speed-up."""
+    (`script memory_argv --measure-memory PATH`, when memory_argv is given) and the speed-up.
+    On a CUDA `device` each timed run is synchronised, so it counts the kernels it queued."""
     first = {path: step(path) for path in PATHS}
-    times = interleaved_seconds({path: (lambda p=path: step(p)) for path in PATHS}, repeats)
+    times = interleaved_seconds({path: (lambda p=path: step(p)) for path in PATHS}, repeats, device)
     memory = {}
     if memory_argv is not None:
         memory = {path: peak_rss_in_fresh_process(script, memory_argv + ["--measure-memory", path]) for path in PATHS}

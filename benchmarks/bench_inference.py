@@ -10,6 +10,10 @@ whole.
 
     python benchmarks/bench_inference.py --tiny          # seconds
     python benchmarks/bench_inference.py                 # 512 x 512 micml; tiled 1024 x 1024
+    python benchmarks/bench_inference.py --device cuda --amp bf16 --channels-last --compile
+
+--device/--amp/--channels-last/--compile (benchmarks/gpu_options.py) apply to the optimised
+path; the baseline stays fp32 eager on the same device.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from micml.openmp import own_cores
 own_cores()  # before torch loads: a benchmark has the cores to itself (GOMP_SPINCOUNT=0 to share)
 
 import argparse
+import contextlib
 import time
 
 import numpy as np
 import torch
 
 import baselines
+import gpu_options
 from micml.inference.tiling import TiledDetector
 from micml.models import build, optimize_for_inference
 
@@ -41,16 +47,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tiled-frames", type=int, default=2, help="timed frames for throughput (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (CI)")
+    gpu_options.add_gpu_arguments(parser)
     args = parser.parse_args(argv)
+    gpu_options.require_device(args.device)
     if args.tiny:
         args.size, args.repeats, args.tiled_size, args.tile, args.overlap, args.tiled_frames = 64, 2, 128, 64, 16, 1
     return args
 
 
-def forward(path: str, models: dict, clip: torch.Tensor) -> dict:
+def forward(path: str, models: dict, clip: torch.Tensor, args) -> dict:
     context = baselines.baseline_path() if path == "baseline" else baselines.optimised_path()
-    with context, torch.inference_mode():
-        return models[path](clip)
+    precision = gpu_options.amp_context(args) if path == "optimised" else contextlib.nullcontext()
+    with context, precision, torch.inference_mode():
+        return {head: value.float() for head, value in models[path](clip).items()}
 
 
 def frames_per_second(model: torch.nn.Module, tile: int | None, args) -> float:
@@ -58,7 +67,8 @@ def frames_per_second(model: torch.nn.Module, tile: int | None, args) -> float:
     `tile=None`: one whole-frame forward), after one warm-up frame."""
     rng = np.random.default_rng(0)
     clip = [rng.integers(0, 256, (args.tiled_size, args.tiled_size, 3), dtype=np.uint8) for _ in range(5)]
-    detector = TiledDetector(model, tile=tile, overlap=args.overlap)
+    detector = TiledDetector(model, tile=tile, overlap=args.overlap, device=args.device, amp=args.amp,
+                             compile=args.compile)
     detector.detect_clip(clip)
     seconds = []
     for _ in range(args.tiled_frames):
@@ -72,19 +82,21 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     baselines.configure_threads(args.threads)
     torch.manual_seed(0)
-    model = baselines.trained_like(build(args.model)).eval()
-    models = {"baseline": model, "optimised": optimize_for_inference(model)}
-    clip = baselines.random_clip(1, args.size)
+    model = baselines.trained_like(build(args.model)).eval().to(args.device)
+    optimised = gpu_options.on_device(optimize_for_inference(model), args)
+    models = {"baseline": model, "optimised": gpu_options.compiled_if_asked(optimised, args)}
+    clip = baselines.random_clip(1, args.size).to(args.device)
     print(f"{args.model} eval forward, 1 x 3 x 5 x {args.size} x {args.size}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats} after 1 untimed forward, torch {torch.__version__}")
+          f"median of {args.repeats} after 1 untimed forward, torch {torch.__version__}; "
+          f"optimised path: {gpu_options.describe(args)}")
 
-    first = baselines.compare_paths(lambda path: forward(path, models, clip), args.repeats)
+    first = baselines.compare_paths(lambda path: forward(path, models, clip, args), args.repeats, device=args.device)
     for head, expected in first["baseline"].items():
         diff = baselines.max_abs_diff(expected, first["optimised"][head])
         print(f"max |diff| {head:4s} {diff:.2e} (max |output| {expected.abs().max().item():.2e})")
 
     for tile in (args.tile, None):
-        fps = frames_per_second(models["optimised"], tile, args)
+        fps = frames_per_second(optimised, tile, args)  # TiledDetector compiles it when --compile
         how = "whole frame" if tile is None else f"tiles {tile}, overlap {args.overlap}"
         print(f"optimised, {args.tiled_size}x{args.tiled_size} frames ({how}): {fps:.3f} frames/s")
     print(f"peak RSS of this process {baselines.peak_rss_mib():.0f} MiB")

@@ -14,6 +14,10 @@ takes about 30 s per 1024 x 1024 frame on a 2-core CPU.
 
     python benchmarks/bench_tiling.py --tiny        # seconds
     python benchmarks/bench_tiling.py               # 1024: whole vs tiles 256/512; memory 1024 vs 4096
+    python benchmarks/bench_tiling.py --model micml --device cuda --amp bf16 --channels-last --compile
+
+--device/--amp/--channels-last/--compile (benchmarks/gpu_options.py) apply to the throughput
+test; the memory test measures CPU RSS, so a CUDA run skips it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import gpu_options
 from micml.data.clips import SEQ_LEN
 from micml.inference.tiling import TiledDetector
 
@@ -63,10 +68,12 @@ def make_clip(size: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     return tuple(rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(SEQ_LEN))
 
 
-def frames_per_second(model: nn.Module, clip, tile: int | None, overlap: int, batch_size: int, frames: int) -> float:
+def frames_per_second(model: nn.Module, clip, tile: int | None, overlap: int, batch_size: int, frames: int,
+                      gpu: argparse.Namespace | None = None) -> float:
     """1 / the fastest of `frames` timed frames: the best case is the least disturbed by other load
-    on a shared machine (as `timeit` advises)."""
-    detector = TiledDetector(model, tile=tile, overlap=overlap, batch_size=batch_size)
+    on a shared machine (as `timeit` advises). `gpu`: the --device/--amp/--compile flags."""
+    options = {"device": gpu.device, "amp": gpu.amp, "compile": gpu.compile} if gpu is not None else {}
+    detector = TiledDetector(model, tile=tile, overlap=overlap, batch_size=batch_size, **options)
     detector.detect_clip(clip)  # warm-up: allocator, kernel selection
     fastest = float("inf")
     for _ in range(frames):
@@ -131,8 +138,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--memory-tile", default="512", help="tile size for the memory test, or 'whole'")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--tiny", action="store_true", help="small sizes: finishes in seconds")
+    gpu_options.add_gpu_arguments(parser)
     parser.add_argument("--measure-memory", type=int, metavar="SIZE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    gpu_options.require_device(args.device)
     if args.tiny:
         args.size, args.tiles, args.overlap, args.frames = 192, [64, 128], 16, 2
         args.memory_sizes, args.memory_tile = [256, 1024], "128"
@@ -148,16 +157,20 @@ def main(argv=None) -> None:
                                              args.model)))
         return
 
-    model, clip = make_model(args.model), make_clip(args.size)
-    print(f"model {args.model}, {args.threads} threads, overlap {args.overlap}, batch {args.batch_size}")
-    whole = frames_per_second(model, clip, None, args.overlap, args.batch_size, args.frames)
+    model, clip = gpu_options.on_device(make_model(args.model), args), make_clip(args.size)
+    print(f"model {args.model}, {args.threads} threads, overlap {args.overlap}, batch {args.batch_size}, "
+          f"{gpu_options.describe(args)}")
+    whole = frames_per_second(model, clip, None, args.overlap, args.batch_size, args.frames, args)
     print(f"{args.size}x{args.size} whole frame: {whole:8.3f} frames/s")
     for tile in args.tiles:
-        tiled = frames_per_second(model, clip, tile, args.overlap, args.batch_size, args.frames)
+        tiled = frames_per_second(model, clip, tile, args.overlap, args.batch_size, args.frames, args)
         n_tiles = len(TiledDetector(model, tile=tile, overlap=args.overlap).layout(args.size, args.size).tiles)
         print(f"{args.size}x{args.size} tile {tile:4d} ({n_tiles:2d} tiles): {tiled:8.3f} frames/s   "
               f"tiled/whole = {tiled / whole:.2f}")
 
+    if torch.device(args.device).type != "cpu":
+        print("\npeak working memory: skipped (it measures CPU RSS; this run is on {})".format(args.device))
+        return
     base_size = args.memory_sizes[0]
     whole_memory = measure_memory(base_size, None, args)
     print(f"\npeak working memory, one frame (beyond the model and the {SEQ_LEN} uint8 frames of the clip):")
