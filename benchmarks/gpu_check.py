@@ -11,7 +11,8 @@ On one GPU, within about 8 minutes (an H100 class card), in this order:
 3. train: --train-steps training steps of micml at 512 x 512, batch --batch, bf16 autocast
    (forward, loss = sum of the heads' means, backward, Adam), steps/s after the first steps.
 4. ddp: with two or more GPUs, the same steps in two processes under DDP (nccl,
-   find_unused_parameters=False as training uses it), and whether both end with equal weights.
+   find_unused_parameters=False as training uses it), and whether both end with equal weights
+   (with the hidden --device cpu of the tests: gloo on the CPU).
 
 A failing part is recorded with its error and the next one runs; the exit status is non-zero
 when any part failed. The JSON is rewritten after each part, so a killed run keeps what it did.
@@ -61,13 +62,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, default=512, help="training crop side (default 512)")
     parser.add_argument("--batch", type=int, default=4, help="training batch per GPU (default 4)")
     parser.add_argument("--train-steps", type=int, default=50, help="training steps (default 50)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["dcn", "eval", "train", "ddp"],
-                        help="parts to leave out")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["dcn", "eval", "compile", "train", "ddp"],
+                        help="parts to leave out (compile: the compiled eval setting)")
+    # Only for tests/test_gpu_ready.py: the same code on the CPU, at tiny sizes, to prove it runs.
+    parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def require_cuda() -> None:
-    if not torch.cuda.is_available():
+def require_cuda(device: str) -> None:
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         sys.exit(f"no CUDA device: torch.cuda.is_available() is False (torch {torch.__version__}, built for CUDA "
                  f"{torch.version.cuda}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
                  "run this on a machine with an NVIDIA GPU")
@@ -77,6 +80,26 @@ def machine() -> dict:
     return {"host": socket.gethostname(), "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
+
+
+def on_cuda(device) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def synchronize(device) -> None:
+    if on_cuda(device):
+        torch.cuda.synchronize(device)
+
+
+def peak_gib(device) -> float | None:
+    """Peak GPU memory allocated since the last reset, in GiB; None off CUDA."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda(device) else None
+
+
+def reset_peak(device) -> None:
+    if on_cuda(device):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def write_json(path: Path, document: dict) -> None:
@@ -91,20 +114,22 @@ def write_json(path: Path, document: dict) -> None:
 def dcn_check(args) -> dict:
     from micml.ops import check_against_reference
 
-    return check_against_reference(torch.device("cuda"))  # raises when a backend is off by more than its tolerance
+    return check_against_reference(torch.device(args.device))  # raises when a backend is off by more than its tolerance
 
 
 def eval_frames_per_second(args) -> dict:
     """frames/s per EVAL_SETTINGS entry, whole frames, after one untimed frame."""
     torch.manual_seed(0)
-    plain = baselines.trained_like(build(MODEL)).eval().cuda()
+    plain = baselines.trained_like(build(MODEL)).eval().to(args.device)
     rng = np.random.default_rng(0)
     clip = [rng.integers(0, 256, (args.eval_size, args.eval_size, 3), dtype=np.uint8) for _ in range(5)]
     results = {}
     for name, (amp, channels_last, compile_) in EVAL_SETTINGS.items():
+        if compile_ and "compile" in args.skip:
+            continue
         model = optimize_for_inference(copy.deepcopy(plain))
         model = channels_last_weights(model) if channels_last else model
-        detector = TiledDetector(model, tile=None, device="cuda", amp=amp, compile=compile_)
+        detector = TiledDetector(model, tile=None, device=args.device, amp=amp, compile=compile_)
         started = time.perf_counter()
         detector.detect_clip(clip)  # returns numpy: the GPU has finished
         first = time.perf_counter() - started
@@ -114,11 +139,10 @@ def eval_frames_per_second(args) -> dict:
             detector.detect_clip(clip)
             seconds.append(time.perf_counter() - started)
         results[name] = {"frames_per_second": 1 / baselines.median(seconds), "first_frame_s": first,
-                         "frames": args.frames, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+                         "frames": args.frames, "peak_gib": peak_gib(args.device)}
         print(f"eval {name}: {results[name]['frames_per_second']:.2f} frames/s (first frame {first:.1f} s)", flush=True)
         del detector, model
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        reset_peak(args.device)
     return {"model": MODEL, "size": args.eval_size, "settings": results}
 
 
@@ -127,7 +151,7 @@ def train_steps(model: torch.nn.Module, clip: torch.Tensor, steps: int) -> list[
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
     seconds = []
     for _ in range(steps):
-        torch.cuda.synchronize()
+        synchronize(clip.device)
         started = time.perf_counter()
         with autocast(clip.device, "bf16"):
             outputs = model(clip)
@@ -135,7 +159,7 @@ def train_steps(model: torch.nn.Module, clip: torch.Tensor, steps: int) -> list[
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        torch.cuda.synchronize()
+        synchronize(clip.device)
         seconds.append(time.perf_counter() - started)
     return seconds
 
@@ -148,26 +172,30 @@ def step_summary(seconds: list[float], batch: int) -> dict:
 
 def training(args) -> dict:
     torch.manual_seed(0)
-    model = build(MODEL).train().cuda()
-    clip = baselines.random_clip(args.batch, args.train_size).cuda()
+    model = build(MODEL).train().to(args.device)
+    clip = baselines.random_clip(args.batch, args.train_size).to(args.device)
     seconds = train_steps(model, clip, args.train_steps)
     summary = step_summary(seconds, args.batch)
     print(f"train: {summary['median_step_s']:.3f} s/step, batch {args.batch} at {args.train_size}", flush=True)
     return {"model": MODEL, "size": args.train_size, "batch": args.batch, "amp": "bf16",
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30, **summary}
+            "peak_gib": peak_gib(args.device), **summary}
 
 
 def ddp_worker(rank: int, world_size: int, args, port: int, queue) -> None:
     """One of the DDP processes: the training steps under DistributedDataParallel."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("nccl", rank=rank, world_size=world_size)
+    cuda = on_cuda(args.device)
+    device = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    torch.distributed.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world_size)
     try:
-        torch.cuda.set_device(rank)
-        tune_cudnn("cuda")
+        if cuda:
+            torch.cuda.set_device(device)
+        tune_cudnn(device)
         torch.manual_seed(0)  # the same initial weights in both processes (DDP also broadcasts rank 0's)
-        model = build(MODEL).train().cuda()
-        network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank], find_unused_parameters=False)
-        clip = baselines.random_clip(args.batch, args.train_size, seed=rank).cuda()
+        model = build(MODEL).train().to(device)
+        network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank] if cuda else None,
+                                                            find_unused_parameters=False)
+        clip = baselines.random_clip(args.batch, args.train_size, seed=rank).to(device)
         seconds = train_steps(network, clip, args.train_steps)
         checksum = sum(p.detach().double().sum().item() for p in model.parameters())
         queue.put({"rank": rank, "checksum": checksum, **step_summary(seconds, args.batch)})
@@ -176,8 +204,8 @@ def ddp_worker(rank: int, world_size: int, args, port: int, queue) -> None:
 
 
 def ddp(args) -> dict:
-    if torch.cuda.device_count() < 2:
-        return {"skipped": f"{torch.cuda.device_count()} GPU; DDP needs two"}
+    if on_cuda(args.device) and torch.cuda.device_count() < 2:
+        return {"skipped": f"{torch.cuda.device_count()} CUDA device; DDP needs two"}
     import torch.multiprocessing as mp
 
     with socket.socket() as probe:  # a free port for the rendezvous
@@ -199,8 +227,8 @@ PARTS = {"dcn": dcn_check, "eval": eval_frames_per_second, "train": training, "d
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    require_cuda()
-    tune_cudnn("cuda")
+    require_cuda(args.device)
+    tune_cudnn(args.device)
     out = Path(args.out)
     document = {"machine": machine(), "arguments": vars(args), "parts": {}, "complete": False}
     failed = []

@@ -157,3 +157,19 @@ def test_channels_last_weights_accepts_a_detector_with_3d_convolutions():
         found = model(clip)
     for head in expected:
         torch.testing.assert_close(found[head], expected[head], rtol=1e-4, atol=1e-4)
+
+
+def test_gpu_check_runs_every_part_on_the_cpu_at_tiny_sizes(tmp_path):
+    """The hidden --device cpu runs the GPU script's own code (DDP over gloo), so a first GPU run
+    fails only on what is specific to CUDA. The compiled eval setting is left out (inductor
+    needs minutes for micml on a CPU)."""
+    out = tmp_path / "gpu.json"
+    finished = run_gpu_check("--device", "cpu", "--out", str(out), "--eval-size", "64", "--frames", "1",
+                             "--train-size", "32", "--batch", "1", "--train-steps", "2", "--skip", "compile")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    document = json.loads(out.read_text())
+    assert document["complete"] and document["failed"] == []
+    assert set(document["parts"]) == {"dcn", "eval", "train", "ddp"}
+    assert set(document["parts"]["eval"]["settings"]) == {"fp32", "bf16", "bf16_channels_last"}
+    assert document["parts"]["train"]["steps"] == 2
+    assert document["parts"]["ddp"]["weights_equal"] is True
