@@ -80,7 +80,7 @@ def test_schema_testing_defaults_are_the_inference_defaults():
 
     defaults = {name: p.default for name, p in inspect.signature(predict_split).parameters.items()}
     testing = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["testing"]["properties"]
-    for key in ("tile", "overlap", "top_k", "soft_nms"):
+    for key in ("tile", "overlap", "top_k", "soft_nms", "compile"):
         assert testing[key]["default"] == defaults[key], key
 
 

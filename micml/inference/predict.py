@@ -154,6 +154,7 @@ class PredictionSummary:
     soft_nms: bool
     device: str
     amp: str
+    compile: bool
     videos: int
     frames: int
     detections: int
@@ -204,6 +205,7 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
         out_dir=str(out_dir), checkpoint=str(checkpoint), weights_sha256=model.weights_sha256,
         variant=getattr(model, "variant", "?"), split=split,
         tile=tile, overlap=overlap, batch_size=batch_size, top_k=top_k, soft_nms=soft_nms, device=str(device), amp=amp,
+        compile=compile,
         videos=len(videos), frames=writer.frames, detections=writer.rows, seconds=round(seconds, 3),
         frames_per_second=round(writer.frames / seconds, 3) if seconds > 0 else float("inf"),
         training=model.training_budget, normalisation=model.normalisation.as_dict())

@@ -13,5 +13,5 @@ with logged(snakemake.log[0]):
                   Path(snakemake.output.summary).parent, expected_variant=snakemake.wildcards.model,
                   tile=testing["tile"], overlap=testing["overlap"], batch_size=testing["batch_size"],
                   top_k=testing["top_k"], soft_nms=testing["soft_nms"],
-                  device="cuda" if snakemake.resources.gpu > 0 else "cpu", amp=testing["amp"], progress=False,
-                  write_mat=False)
+                  device="cuda" if snakemake.resources.gpu > 0 else "cpu", amp=testing["amp"],
+                  compile=testing["compile"], progress=False, write_mat=False)
