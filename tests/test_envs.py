@@ -153,8 +153,8 @@ def reachable_modules(scripts: list[Path]) -> list[str]:
     return sorted(modules | seen)
 
 
-# Runs in a fresh interpreter: refuses every pinned package outside the env, then imports.
-IMPORT_CHECK = """
+# The start of a fresh interpreter that refuses the packages named in argv[1] (those outside the env).
+REFUSE_OUTSIDE_ENV = """
 import importlib, sys
 blocked = set(sys.argv[1].split(","))
 class Refuse:
@@ -162,6 +162,10 @@ class Refuse:
         if name.split(".")[0] in blocked:
             raise ImportError(f"{name} is not in this conda env")
 sys.meta_path.insert(0, Refuse())
+"""
+
+# Refuses every pinned package outside the env, then imports.
+IMPORT_CHECK = REFUSE_OUTSIDE_ENV + """
 for module in sys.argv[2:]:
     importlib.import_module(module)
 """
@@ -181,14 +185,7 @@ def test_env_holds_what_its_rules_import(env):
 
 # Runs the evaluate env's rules on a two-video dataset in a fresh interpreter that refuses the
 # packages the env lacks: import checks miss what a function imports late, when it runs.
-EVALUATE_RUN = """
-import sys
-blocked = set(sys.argv[1].split(","))
-class Refuse:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in blocked:
-            raise ImportError(f"{name} is not in this conda env")
-sys.meta_path.insert(0, Refuse())
+EVALUATE_RUN = REFUSE_OUTSIDE_ENV + """
 from pathlib import Path
 import numpy as np
 import pandas as pd
