@@ -124,7 +124,7 @@ def resolve_builder(name: object, source: Path | str | None = None) -> Callable[
     from micml import models  # imported late: the engine must not require the models at import time
 
     try:
-        return models.builder_for(name) if isinstance(name, str) else models.builder_for(repr(name))
+        return models.builder_for(str(name))
     except ValueError:
         known = ", ".join(models.known_models())
         if source is None:

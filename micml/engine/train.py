@@ -477,11 +477,13 @@ def supersede_earlier_run(out_dir: Path) -> Path | None:
 
 def resumable(out_dir: Path, identity: Mapping, *, fresh: bool, supersede_other: bool,
               context: DistContext) -> bool:
-    """Whether to resume `out_dir/last.pt`; an earlier run that is not resumed is moved aside
-    (`fresh`, or `supersede_other` for one of other settings) or refused (StaleRunError)."""
+    """Whether to resume `out_dir/last.pt`. An earlier run that is not resumed is moved aside
+    (`fresh`; `supersede_other` for one of other settings; the same settings stopped before a
+    last.pt, whose log alone is left) or refused (StaleRunError)."""
     if not fresh:
         try:
-            return check_resumable(out_dir, identity)
+            if check_resumable(out_dir, identity):
+                return True
         except StaleRunError as error:
             if not supersede_other:
                 raise
@@ -572,16 +574,15 @@ def _train(config: dict, dataset_root: Path, out_dir: Path, fresh: bool, superse
 
     state, resumed_from = TrainState(), None
     identity = run_identity(config, dataset_root)
+    fingerprint = identity_fingerprint(identity)
     last_path = out_dir / LAST
     if resumable(out_dir, identity, fresh=fresh, supersede_other=supersede_other, context=context):
-        state = restore(last_path, identity_fingerprint(identity), model, optimizer, scaler, context.device)
+        state = restore(last_path, fingerprint, model, optimizer, scaler, context.device)
         resumed_from = {"epoch": state.epoch, "iteration": state.iteration, "step": state.global_step}
         log.info("resuming %s at epoch %d, iteration %d (step %d)", last_path, state.epoch + 1,
                  state.iteration, state.global_step)
     csv_log = None
     if context.is_main:
-        if resumed_from is None:
-            supersede_earlier_run(out_dir)  # the same settings, stopped before a last.pt: its log only
         write_identity(out_dir, identity)
         csv_log = CsvLog(out_dir / LOG_CSV, keep_up_to_step=state.global_step if resumed_from else None)
         write_provenance(out_dir, config, dataset_root,
@@ -591,7 +592,7 @@ def _train(config: dict, dataset_root: Path, out_dir: Path, fresh: bool, superse
                          find_unused_parameters=config["find_unused_parameters"])
     network = compiled(network, config["compile"])
     loop = Loop(config, context, effective, model, network, optimizer, scaler, train_set, val_set,
-                validate or make_f1_validator(config), out_dir, csv_log, state, identity_fingerprint(identity))
+                validate or make_f1_validator(config), out_dir, csv_log, state, fingerprint)
     loop.run()
     return out_dir / BEST
 
