@@ -28,12 +28,12 @@ from typing import Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from micml.io import PARTIAL_SUFFIX, RETIRED_SUFFIX, replace_folder
+
 SPLITS = ("train", "val", "test")
 FRAME_DIGITS = 6
 JPEG_QUALITY = 95
 META_FILE = "meta.json"
-PARTIAL_SUFFIX = ".partial"
-RETIRED_SUFFIX = ".old"  # a replaced dataset, until it is deleted
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 # Some encoders pad a JPEG after its end marker; a cut file has no end marker at all.
 JPEG_TAIL_BYTES = 64
@@ -221,22 +221,6 @@ class UnifiedWriter:
         _write_json(self.work / META_FILE, meta)
         replace_folder(self.work, self.root)
         return self.root
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Move the finished folder `new` to `target`; an older `target` is deleted only afterwards.
-
-    Deleting the old folder first would let a kill in the middle of the deletion leave a
-    `target` that still holds its meta.json but has lost frames. Renaming it aside is atomic,
-    so at every moment `target` is absent, the old complete dataset, or the new one.
-    """
-    retired = target.with_name(target.name + RETIRED_SUFFIX)
-    if retired.exists():
-        shutil.rmtree(retired)  # left by a run killed after the swap: its data was replaced
-    if target.exists():
-        os.replace(target, retired)
-    os.replace(new, target)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _checked_boxes(boxes, track_ids, record: VideoRecord, frame: int, source: str):
