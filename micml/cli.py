@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from micml import __version__
+from micml import __version__, catalog
 
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 # Named here, not imported from micml.data.synthetic and micml.precision, so that `micml --help`
@@ -43,7 +43,7 @@ def parse_options(pairs: Sequence[str]) -> dict:
 def _synth(parser):
     parser.description = ("Render the embedded synthetic dataset into a native format, so that the "
                           "real converters can run on it.")
-    parser.add_argument("format", choices=["rscar", "viso", "dronecrowd", "video"], help="native format to write")
+    parser.add_argument("format", choices=catalog.FORMATS, help="native format to write")
     parser.add_argument("out", type=Path, help="folder to create (for `video`, the folder that gets video.mp4)")
     parser.add_argument("--preset", default="default", choices=PRESETS, help="difficulty preset")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
@@ -65,7 +65,7 @@ def _synth(parser):
 def _convert(parser):
     parser.description = ("Convert a native dataset tree (RsCarData, VISO MOT, DroneCrowd) or a video file "
                           "into the unified layout: frames/<video>/<000001>.jpg, annotations/<split>.json, meta.json.")
-    parser.add_argument("format", choices=["rscar", "viso", "dronecrowd", "video"], help="native format of SRC")
+    parser.add_argument("format", choices=catalog.FORMATS, help="native format of SRC")
     parser.add_argument("src", type=Path, help="native tree root (or the .mp4/.avi file for `video`)")
     parser.add_argument("dst", type=Path, help="unified dataset folder to create (replaced atomically)")
     parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",

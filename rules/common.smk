@@ -3,7 +3,7 @@ import os
 import re
 from pathlib import Path
 
-from micml import layout, variants, weights
+from micml import catalog, layout, weights
 
 # Environment of every job. Jobs import the `micml` package from this checkout, also inside
 # `--sdm conda` envs, which hold only its dependencies. OpenMP threads sleep instead of
@@ -23,18 +23,12 @@ PLACED_DATASETS = [name for name, entry in DATASETS.items() if entry["source"] !
 MODELS = config["models"]
 SEEDS = config["seeds"]
 SPLIT = config["testing"]["split"]
-# The protocols each native format is scored with; the converters write the same list into
-# meta.json (the tiny workflow test checks that the two agree).
-PROTOCOLS = {
-    "rscar": ["dsfnet_f1", "coco_ap50", "centre_distance"],
-    "viso": ["dsfnet_f1", "coco_ap50", "centre_distance"],
-    "dronecrowd": ["dronecrowd_lmap", "dsfnet_f1"],
-}
+PROTOCOLS = catalog.PROTOCOLS  # also written into meta.json by the converters
 # Datasets with annotations on which the models are trained, tested and evaluated.
 BENCHMARK_DATASETS = [
-    name for name, entry in DATASETS.items() if entry.get("benchmark", True) and entry["format"] != "video"
+    name for name, entry in DATASETS.items() if entry.get("benchmark", True) and entry["format"] != catalog.UNANNOTATED_FORMAT
 ]
-MODEL_VARIANTS = list(variants.VARIANTS)
+MODEL_VARIANTS = list(catalog.VARIANTS)
 
 
 def alternatives(names):

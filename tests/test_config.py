@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from micml import variants
+from micml import catalog
 from micml.config import DEFAULT_CONFIG_PATH, SCHEMA_PATH, ConfigError, load_config, validate
 
 
@@ -84,12 +84,21 @@ def test_schema_testing_defaults_are_the_inference_defaults():
         assert testing[key]["default"] == defaults[key], key
 
 
-def test_schema_model_enum_is_micml_variants():
-    """The schema cannot import Python, so it repeats micml.variants' names; they must agree, in order."""
-    models = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["models"]
-    assert models["items"]["enum"] == list(variants.VARIANTS), (
-        "config/schema.yaml `models.items.enum` differs from micml/variants.py: copy micml.variants.VARIANTS there")
-    assert set(models["default"]) <= set(variants.VARIANTS)
-    # the one list is importable where torch is not (the workflow and the evaluate env read it)
-    check = "import sys, micml.variants; assert 'torch' not in sys.modules, sorted(sys.modules)"
+def test_schema_enums_are_the_catalog_names():
+    """The schema cannot import Python, so it repeats micml.catalog's variant and format names;
+    they must agree, in order."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]
+    models = schema["models"]
+    assert models["items"]["enum"] == list(catalog.VARIANTS), (
+        "config/schema.yaml `models.items.enum` differs from micml/catalog.py: copy micml.catalog.VARIANTS there")
+    assert set(models["default"]) <= set(catalog.VARIANTS)
+    formats = schema["datasets"]["additionalProperties"]["properties"]["format"]["enum"]
+    assert formats == list(catalog.FORMATS), (
+        "config/schema.yaml `datasets.*.format.enum` differs from micml/catalog.py: copy micml.catalog.FORMATS there")
+
+
+@pytest.mark.parametrize("module", ["micml.catalog", "micml.evaluation", "micml.evaluation.paper"])
+def test_names_and_evaluation_import_without_torch(module):
+    """The workflow and the evaluate env (no torch) import these."""
+    check = f"import sys, {module}; assert 'torch' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", check], check=True, cwd=SCHEMA_PATH.parent.parent)

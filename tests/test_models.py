@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from micml import variants
+from micml import catalog
 from micml.models import (VARIANTS, build, convert_reference_state_dict, count_parameters, describe,
                           load_reference_checkpoint, rebuild)
 from micml.models.backbone import DLA34
@@ -262,9 +262,9 @@ def test_bad_input_gives_actionable_error(models, shape, needle):
 def test_registry_builds_every_variant_with_its_config(models):
     assert set(VARIANTS) == {"centernet", "dsfnet_static", "dsfnet_dynamic", "dsfnet", "micml",
                              "micml_motion_at_test", "micml_no_adapter", "micml_no_mining"}
-    # the registry builds exactly micml.variants' names, in order, and describes them the same way
-    assert VARIANTS == variants.VARIANTS and list(models) == list(variants.VARIANTS)
-    assert all(describe(name) == variants.describe(name) != "" for name in VARIANTS)
+    # the registry builds exactly micml.catalog's names, in order, and describes them the same way
+    assert VARIANTS == catalog.VARIANTS and list(models) == list(catalog.VARIANTS)
+    assert all(describe(name) == catalog.describe(name) != "" for name in VARIANTS)
     for name, model in models.items():
         assert model.variant == name
         assert model.config == {"variant": name, "head_conv": 128, "pretrained": None}

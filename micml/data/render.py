@@ -36,9 +36,10 @@ import scipy.io
 
 import micml
 from micml.data.synthetic import SyntheticSpec, SyntheticVideo, split_videos
-from micml.data.unified import JPEG_QUALITY, SPLITS
+from micml.catalog import FORMATS, SPLITS
+from micml.data.unified import JPEG_QUALITY
 
-NATIVE_FORMATS = ("rscar", "viso", "dronecrowd", "video")
+NATIVE_FORMATS = FORMATS
 MANIFEST_NAME = "synthetic_manifest.json"
 VIDEO_FILE_NAME = "video.mp4"  # what `micml synth video OUT` writes inside OUT
 # The test folders DSFNet's evaluator hard-codes (also VISO's MOT test videos).

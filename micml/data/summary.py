@@ -26,7 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from micml.tables import markdown_table
-from micml.data.unified import SPLITS, UnifiedDataset, Video, read_image
+from micml.catalog import SPLITS
+from micml.data.unified import UnifiedDataset, Video, read_image
 
 QUANTILES = (5, 25, 50, 75, 95)
 MEASURES = ("width", "height", "area", "speed")

@@ -48,7 +48,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-from micml.data.unified import SPLITS
+from micml.catalog import SPLITS
 
 # Scenery of a video: "plain" is textured ground and asphalt roads only (the static clutter a
 # detector must learn to ignore is the parked vehicles); "rich" adds crop fields, buildings,

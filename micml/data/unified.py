@@ -28,9 +28,9 @@ from typing import Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from micml.catalog import DSFNET_F1, COCO_AP50, SPLITS
 from micml.io import PARTIAL_SUFFIX, RETIRED_SUFFIX, replace_folder
 
-SPLITS = ("train", "val", "test")
 FRAME_DIGITS = 6
 JPEG_QUALITY = 95
 META_FILE = "meta.json"
@@ -130,7 +130,7 @@ class UnifiedWriter:
     """
 
     def __init__(self, root: Path | str, *, classes: Sequence[str] = ("car",),
-                 protocols: Sequence[str] = ("dsfnet_f1", "coco_ap50"), annotated: bool = True):
+                 protocols: Sequence[str] = (DSFNET_F1, COCO_AP50), annotated: bool = True):
         self.root = Path(root)
         self.work = partial_path(self.root)
         if self.work.exists():

@@ -52,9 +52,9 @@ from micml.evaluation.report_tables import (
     iou_key,
 )
 from micml.evaluation.stats import BOOTSTRAP_RESAMPLES, NO_VALUE, Interval, paired_difference, seed_interval
-from micml.variants import VARIANTS, describe
+from micml.catalog import HEADLINE_PAIRS, METHOD, VARIANTS, describe
 
-# The ablation table's rows: every variant, in micml.variants' order (no torch import).
+# The ablation table's rows: every variant, in micml.catalog's order (no torch import).
 ABLATION_VARIANTS = VARIANTS
 MODELS_TABLE = Path("tables") / "models.csv"
 PER_VIDEO_METRICS = "dsfnet_f1.csv"
@@ -535,8 +535,8 @@ def ablation_table(results_dir: Path, datasets: Sequence[str], seeds: Sequence[i
 def compared_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
     """(a, b) for a - b: micml - dsfnet, dsfnet - centernet, then each other variant - micml
     (each pair once, in whichever order came first)."""
-    pairs = [("micml", "dsfnet"), ("dsfnet", "centernet")]
-    pairs += [(variant, "micml") for variant in dict.fromkeys([*ABLATION_VARIANTS, *models]) if variant != "micml"]
+    pairs = list(HEADLINE_PAIRS)
+    pairs += [(variant, METHOD) for variant in dict.fromkeys([*ABLATION_VARIANTS, *models]) if variant != METHOD]
     unique: list[tuple[str, str]] = []
     for a, b in pairs:
         if (a, b) not in unique and (b, a) not in unique:

@@ -41,6 +41,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from micml.catalog import CURVE_PROTOCOLS, KNOWN_PROTOCOLS, POINT_PROTOCOLS
 from micml.data.unified import UnifiedDataset, Video
 from micml.evaluation.coco import coco_ap50
 from micml.evaluation.dsfnet import centre_distance, dsfnet_f1, pr_curve_distance, pr_curve_dsfnet
@@ -56,8 +57,6 @@ CENTRE_DISTANCE_PX = 5.0
 POINT_CURVE_DISTANCE_PX = 10.0
 LMAP_COLUMNS = ("L-mAP", "AP@10", "AP@15", "AP@20")
 COCO_COLUMNS = ("AP50", "AP", "AP75", "AR")
-KNOWN_PROTOCOLS = ("dsfnet_f1", "centre_distance", "coco_ap50", "dronecrowd_lmap")
-CURVE_PROTOCOLS = ("dsfnet_f1", "centre_distance", "dronecrowd_lmap")
 MEAN_ROW = "mean"  # unweighted mean over videos (dsfnet_f1, centre_distance)
 POOLED_ROW = "all"  # one evaluation over all videos together (coco_ap50, dronecrowd_lmap)
 SUMMARY_FILE = "summary.json"
@@ -390,8 +389,6 @@ def pooled_summary(table: pd.DataFrame, columns: Sequence[str]) -> dict:
     return {column: row[column] for column in columns}
 
 
-# Protocols scored against the annotated points (`ground_truth_points`); the others take the boxes.
-POINT_PROTOCOLS = ("dronecrowd_lmap",)
 
 EVALUATORS = {
     "dsfnet_f1": evaluate_dsfnet_f1,

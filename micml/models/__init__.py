@@ -1,5 +1,5 @@
 """MICML model family: DLA-34, the temporal 3-D branch, the motion module, necks, heads, and
-the registry of assembled detectors (`build`; `VARIANTS` and `describe` are micml.variants', which
+the registry of assembled detectors (`build`; `VARIANTS` and `describe` are micml.catalog's, which
 names the variants without importing torch)."""
 
 from .backbone import DLA34, load_imagenet_weights

@@ -35,12 +35,11 @@ checkpoint's weights replace it anyway).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
-from micml.variants import SUMMARIES, VARIANTS
+from micml.catalog import VARIANT_SPECS, VARIANTS, Variant
 
 from .backbone import DLA34, load_imagenet_weights
 from .detector import Detector
@@ -50,30 +49,8 @@ from .necks import DLAUp, IDAUp
 from .temporal import TemporalBranch
 
 
-@dataclass(frozen=True)
-class VariantSpec:
-    static: bool
-    temporal: bool
-    fusion: bool
-    motion: dict | None = None  # MotionModule switches, or None for no motion module
-    motion_at_test: bool = False
-
-
-# The architecture of each variant of micml.variants (which holds the names, their order and
-# their one-line summaries, importable without torch).
-_SPECS: dict[str, VariantSpec] = {
-    "centernet": VariantSpec(True, False, False),
-    "dsfnet_static": VariantSpec(True, False, True),
-    "dsfnet_dynamic": VariantSpec(False, True, True),
-    "dsfnet": VariantSpec(True, True, True),
-    "micml": VariantSpec(True, True, True, {"mining": True, "adapter": True}),
-    "micml_motion_at_test": VariantSpec(True, True, True, {"mining": True, "adapter": True}, motion_at_test=True),
-    "micml_no_adapter": VariantSpec(True, True, True, {"mining": True, "adapter": False}),
-    "micml_no_mining": VariantSpec(True, True, True, {"mining": False, "adapter": True}),
-}
-if tuple(_SPECS) != VARIANTS:
-    raise RuntimeError(f"micml/models/registry.py builds {', '.join(_SPECS)} but micml/variants.py names "
-                       f"{', '.join(VARIANTS)}: give every variant of micml.variants one spec, in the same order")
+# The architecture of every variant is data in micml.catalog (importable without torch).
+_SPECS: dict[str, Variant] = VARIANT_SPECS
 
 #: Channels of the maps fused by the DSFNet IDAUp, and of the maps the heads read.
 FUSED_CHANNELS = (16, 32, 64)
@@ -109,12 +86,11 @@ def builder_for(name: str) -> Callable[..., nn.Module]:
 
 
 def describe(name: str) -> str:
-    """One line about a variant (micml.variants.describe, with the registered models named in the error)."""
-    _spec(name)
-    return SUMMARIES[name]
+    """One line about a variant (micml.catalog.describe, with the registered models named in the error)."""
+    return _spec(name).summary
 
 
-def _spec(name: str) -> VariantSpec:
+def _spec(name: str) -> Variant:
     if name not in _SPECS:
         raise ValueError(f"unknown model {str(name)[:80]!r}; known models: {', '.join(known_models())}")
     return _SPECS[name]

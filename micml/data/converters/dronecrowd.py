@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 import scipy.io
 
+from ...catalog import PROTOCOLS as PROTOCOLS_BY_FORMAT
 from ..unified import DatasetError
 from .common import (DEFAULT_VAL_FRACTION, BoxTable, NativeVideo, check_name_options, contiguous_frames,
                      hold_out_val, sha256_file, write_unified)
@@ -41,7 +42,7 @@ IMAGE_FOLDERS = ("train_data", "val_data", "test_data")
 IMAGE_NAME = re.compile(r"img(\d{3})(\d{3})\.jpg", re.IGNORECASE)
 ANNO_COLUMNS = 6
 ASSUMED_FPS = 25.0  # not published for DroneCrowd; only recorded, nothing depends on it
-PROTOCOLS = ("dronecrowd_lmap", "dsfnet_f1")
+PROTOCOLS = PROTOCOLS_BY_FORMAT["dronecrowd"]
 
 
 def convert_dronecrowd(src: Path | str, dst: Path | str, *, test_list: str | Path | Sequence[str] | None = None,

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ...catalog import PROTOCOLS as PROTOCOLS_BY_FORMAT
 from ..unified import DatasetError
 from ...paths import plain_name
 from .common import (DEFAULT_VAL_FRACTION, BoxTable, NativeVideo, check_name_options, contiguous_frames,
@@ -37,7 +38,7 @@ FRAME_SUBFOLDERS = ("img1",)
 CAR_CATEGORY = 1
 XML_CHECKS = ("warn", "error", "off")
 JILIN_FPS = 10.0  # RsCarData is cut from VISO's Jilin-1 videos (10 FPS, VISO seqinfo.ini)
-PROTOCOLS = ("dsfnet_f1", "coco_ap50", "centre_distance")
+PROTOCOLS = PROTOCOLS_BY_FORMAT["rscar"]
 
 
 def convert_rscar(src: Path | str, dst: Path | str, *, val_videos: Sequence[str] | None = None,

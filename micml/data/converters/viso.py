@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ...catalog import PROTOCOLS as PROTOCOLS_BY_FORMAT
 from ..unified import DatasetError
 from .common import (DEFAULT_VAL_FRACTION, BoxTable, NativeVideo, check_name_options, contiguous_frames,
                      hold_out_val, sha256_file, write_unified)
@@ -30,7 +31,7 @@ FRAME_FOLDERS = ("img", "img1")
 GT_COLUMNS = 9
 FRAME_NUMBER = re.compile(r"\d+")
 JILIN_FPS = 10.0  # frameRate in the third-party seqinfo.ini files; Jilin-1 video is 10 FPS
-PROTOCOLS = ("dsfnet_f1", "coco_ap50", "centre_distance")
+PROTOCOLS = PROTOCOLS_BY_FORMAT["viso"]
 
 
 def convert_viso(src: Path | str, dst: Path | str, *, test_videos: Sequence[str] = DSFNET_TEST_VIDEOS,
