@@ -1,6 +1,6 @@
 # micml: reproducible benchmark of MICML and its baselines on small moving objects.
 #
-# Results path scheme (spelled by micml/layout.py; logs/ and benchmarks/ mirror it):
+# Results path scheme (spelled by micml/layout.py; logs/ and logs/benchmarks/ mirror it):
 #   resources/raw/{dataset}/                   native tree (downloaded, placed, or synthetic)
 #   resources/raw/{dataset}.manifest.json      what was verified or generated
 #   results/data/{dataset}/                    unified frames, annotations/{split}.json, meta.json
@@ -44,6 +44,6 @@ report: "report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

@@ -11,7 +11,9 @@ from micml import catalog, layout, weights
 # train and test jobs, which have their `threads` to themselves, spin briefly instead
 # (micml.openmp.own_cores: 1.4-1.6x faster). None of these is required from the user.
 os.environ.update(
-    PYTHONPATH=os.pathsep.join([workflow.basedir, *os.environ.copy().get("PYTHONPATH", "").split(os.pathsep)]).rstrip(os.pathsep),
+    PYTHONPATH=os.pathsep.join([workflow.basedir, *os.environ.copy().get("PYTHONPATH", "").split(os.pathsep)]).rstrip(
+        os.pathsep
+    ),
     OMP_WAIT_POLICY=os.environ.copy().get("OMP_WAIT_POLICY", "PASSIVE"),
 )
 
@@ -26,7 +28,9 @@ SPLIT = config["testing"]["split"]
 PROTOCOLS = catalog.PROTOCOLS  # also written into meta.json by the converters
 # Datasets with annotations on which the models are trained, tested and evaluated.
 BENCHMARK_DATASETS = [
-    name for name, entry in DATASETS.items() if entry.get("benchmark", True) and entry["format"] != catalog.UNANNOTATED_FORMAT
+    name
+    for name, entry in DATASETS.items()
+    if entry.get("benchmark", True) and entry["format"] != catalog.UNANNOTATED_FORMAT
 ]
 MODEL_VARIANTS = list(catalog.VARIANTS)
 
@@ -120,8 +124,9 @@ def dataset_protocols(wildcards):
 def paper_table_inputs(wildcards):
     """Metrics of every benchmark dataset x model x seed. (`micml paper-tables` tabulates
     whatever exists without running anything; a run not made yet shows as missing.)"""
-    return expand(run_pattern(layout.metrics_dir, file="summary.json"), dataset=BENCHMARK_DATASETS, model=MODELS,
-                  seed=SEEDS)
+    return expand(
+        run_pattern(layout.metrics_dir, file="summary.json"), dataset=BENCHMARK_DATASETS, model=MODELS, seed=SEEDS
+    )
 
 
 def all_targets():
@@ -130,8 +135,9 @@ def all_targets():
         "results/tables/models.csv",
     ]
     targets += expand("results/{dataset}/dataset_summary.{ext}", dataset=DATASETS, ext=["csv", "md", "png"])
-    targets += expand(run_pattern(layout.run_plots_dir, file="qualitative.png"), dataset=BENCHMARK_DATASETS,
-                      model=MODELS, seed=SEEDS)
+    targets += expand(
+        run_pattern(layout.run_plots_dir, file="qualitative.png"), dataset=BENCHMARK_DATASETS, model=MODELS, seed=SEEDS
+    )
     targets += expand("results/{dataset}/plots/pr_curves.png", dataset=BENCHMARK_DATASETS)
     targets.append("results/tables/paper_main.html")
     return targets

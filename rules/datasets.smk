@@ -5,16 +5,16 @@
 rule synthesize:
     output:
         manifest=f"{RAW}/{{dataset}}.manifest.json",
+    log:
+        "logs/datasets/synthesize/{dataset}.log",
     wildcard_constraints:
         dataset=alternatives(SYNTHETIC_DATASETS),
+    conda:
+        "../envs/data.yaml"
     params:
         entry=dataset_entry,
         synthetic=config["synthetic"],
         tree=native_tree,
-    log:
-        "logs/datasets/synthesize/{dataset}.log",
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow/scripts/synthesize.py"
 
@@ -22,17 +22,17 @@ rule synthesize:
 rule fetch:
     output:
         manifest=f"{RAW}/{{dataset}}.manifest.json",
+    log:
+        "logs/datasets/fetch/{dataset}.log",
     wildcard_constraints:
         dataset=alternatives(PLACED_DATASETS),
+    localrule: True
+    conda:
+        "../envs/data.yaml"
     params:
         entry=dataset_entry,
         sources=sources_catalogue(),
         tree=native_tree,
-    localrule: True
-    log:
-        "logs/datasets/fetch/{dataset}.log",
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow/scripts/fetch.py"
 
@@ -42,12 +42,12 @@ rule convert:
         manifest=f"{RAW}/{{dataset}}.manifest.json",
     output:
         meta="results/data/{dataset}/meta.json",
-    params:
-        entry=dataset_entry,
     log:
         "logs/datasets/convert/{dataset}.log",
     conda:
         "../envs/data.yaml"
+    params:
+        entry=dataset_entry,
     script:
         "../workflow/scripts/convert.py"
 

@@ -17,13 +17,13 @@ rule evaluate:
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "table": "P/R/F1 (IoU)"},
         ),
-    params:
-        split=SPLIT,
-        protocols=dataset_protocols,
     log:
         "logs/evaluate/{dataset}/{model}/seed{seed}.log",
     conda:
         "../envs/evaluate.yaml"
+    params:
+        split=SPLIT,
+        protocols=dataset_protocols,
     script:
         "../workflow/scripts/evaluate.py"
 
@@ -41,19 +41,21 @@ rule qualitative:
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "TP/FP/FN"},
         ),
-    params:
-        split=SPLIT,
     log:
         "logs/qualitative/{dataset}/{model}/seed{seed}.log",
     conda:
         "../envs/evaluate.yaml"
+    params:
+        split=SPLIT,
     script:
         "../workflow/scripts/qualitative.py"
 
 
 rule dataset_plots:
     input:
-        curves=expand(run_pattern(layout.metrics_dir, file="pr_curve.csv"), model=MODELS, seed=SEEDS, allow_missing=True),
+        curves=expand(
+            run_pattern(layout.metrics_dir, file="pr_curve.csv"), model=MODELS, seed=SEEDS, allow_missing=True
+        ),
         f1=expand(run_pattern(layout.metrics_dir, file="summary.json"), model=MODELS, seed=SEEDS, allow_missing=True),
         models=expand(run_pattern(layout.model_path), model=MODELS, seed=SEEDS, allow_missing=True),
     output:
@@ -78,14 +80,14 @@ rule dataset_plots:
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "training curves"},
         ),
-    params:
-        models=MODELS,
-        seeds=SEEDS,
-        results=results_root,
     log:
         "logs/dataset_plots/{dataset}.log",
     conda:
         "../envs/evaluate.yaml"
+    params:
+        models=MODELS,
+        seeds=SEEDS,
+        results=results_root,
     script:
         "../workflow/scripts/dataset_plots.py"
 
@@ -126,15 +128,15 @@ rule paper_tables:
             labels={"table": "F1 with 95 % intervals"},
         ),
         csv="results/tables/paper_main.csv",
+    log:
+        "logs/paper_tables/paper_tables.log",
+    conda:
+        "../envs/evaluate.yaml"
     params:
         datasets=BENCHMARK_DATASETS,
         models=MODELS,
         seeds=SEEDS,
         results=results_root,
         split=SPLIT,
-    log:
-        "logs/paper_tables/paper_tables.log",
-    conda:
-        "../envs/evaluate.yaml"
     script:
         "../workflow/scripts/paper_tables.py"

@@ -6,12 +6,12 @@ rule dcn_check:
     output:
         json="results/ops/dcn_check.json",
         md=report("results/ops/dcn_check.md", caption="../report/dcn_check.rst", category="Machine"),
-    resources:
-        gpu=gpus_for_check,
     log:
         "logs/ops/dcn_check.log",
     conda:
         "../envs/torch.yaml"
+    resources:
+        gpu=gpus_for_check,
     script:
         "../workflow/scripts/dcn_check.py"
 
@@ -20,12 +20,12 @@ rule model_table:
     output:
         csv=report("results/tables/models.csv", caption="../report/models.rst", category="Models"),
         md="results/tables/models.md",
-    params:
-        variants=MODEL_VARIANTS,
-        sizes=[512, 1024],
     log:
         "logs/ops/model_table.log",
     conda:
         "../envs/torch.yaml"
+    params:
+        variants=MODEL_VARIANTS,
+        sizes=[512, 1024],
     script:
         "../workflow/scripts/model_table.py"

@@ -9,17 +9,17 @@ rule test:
     output:
         summary=run_pattern(layout.predictions_dir, SPLIT, file="predict.json"),
         csv=run_pattern(layout.predictions_dir, SPLIT, file="detections.csv"),
-    params:
-        testing=config["testing"],
+    log:
+        "logs/test/{dataset}/{model}/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/test/{dataset}/{model}/seed{seed}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 2
     resources:
         gpu=gpus_for_testing,
-    benchmark:
-        "benchmarks/test/{dataset}/{model}/seed{seed}.tsv"
-    log:
-        "logs/test/{dataset}/{model}/seed{seed}.log",
-    conda:
-        "../envs/torch.yaml"
+    params:
+        testing=config["testing"],
     script:
         "../workflow/scripts/test.py"
 
@@ -31,11 +31,11 @@ rule export_mat:
         meta="results/data/{dataset}/meta.json",
     output:
         mat=directory(run_pattern(layout.predictions_dir, SPLIT, file="mat")),
-    params:
-        split=SPLIT,
     log:
         "logs/export_mat/{dataset}/{model}/seed{seed}.log",
     conda:
         "../envs/torch.yaml"  # micml.inference imports torch
+    params:
+        split=SPLIT,
     script:
         "../workflow/scripts/export_mat.py"

@@ -8,18 +8,18 @@ rule train:
         weights=backbone_weights_input,
     output:
         model=run_pattern(layout.model_path),
+    log:
+        "logs/train/{dataset}/{model}/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/train/{dataset}/{model}/seed{seed}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=gpus_for_training,
     params:
         training=config["training"],
         overrides=training_overrides,
         out_dir=train_dir,
-    threads: 2
-    resources:
-        gpu=gpus_for_training,
-    benchmark:
-        "benchmarks/train/{dataset}/{model}/seed{seed}.tsv"
-    log:
-        "logs/train/{dataset}/{model}/seed{seed}.log",
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow/scripts/train.py"

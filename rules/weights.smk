@@ -5,9 +5,9 @@
 rule backbone_weights:
     output:
         weights=weights.IMAGENET_WEIGHTS,
-    localrule: True
     log:
         "logs/weights/backbone_weights.log",
+    localrule: True
     conda:
         "../envs/data.yaml"
     script:

@@ -46,6 +46,21 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
 
 
+def test_snakefmt_check_is_clean():
+    """The Snakefile and rules/ stay in snakefmt's layout (settings in pyproject.toml)."""
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "."], cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, f"run `snakefmt .` to format:\n{result.stderr[-3000:]}"
+
+
+def untracked_outputs(run_dir):
+    """What a run in `run_dir` made that would show in `git status` had it run in the checkout."""
+    made = sorted(path.name for path in Path(run_dir).iterdir())
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=REPO, input="\n".join(made),
+                             capture_output=True, text=True).stdout.split()
+    return sorted(set(made) - set(ignored))
+
+
 def test_dry_run_of_all_plans_every_stage(tmp_path):
     result = snakemake("-n", "--configfile", str(REPO / "config" / "config.yaml"), cwd=tmp_path)
     jobs = planned_jobs(result.stdout + result.stderr)
@@ -131,6 +146,9 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     assert set(config["models"]) <= set(paper.astype(str).stack())
     report = snakemake("--report", "report.html", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
     assert (tmp_path / "report.html").stat().st_size > 100_000, report.stderr
+    # Everything the run and its report wrote is ignored by git: run in the checkout, it leaves
+    # `git status` clean (rule timings go to logs/benchmarks/, not the tracked benchmarks/).
+    assert untracked_outputs(tmp_path) == [], "add these to .gitignore or move them under results/ or logs/"
     # Nothing is left to do: a second run plans no job.
     again = snakemake("-n", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
