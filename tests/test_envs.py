@@ -20,7 +20,11 @@ RULE_FILES = sorted((REPO / "rules").glob("*.smk"))
 # pip distribution -> the module it installs, for the packages the rule scripts may import
 IMPORT_NAMES = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "scipy": "scipy",
                 "opencv-python-headless": "cv2", "pandas": "pandas", "matplotlib": "matplotlib",
-                "pycocotools": "pycocotools", "tqdm": "tqdm", "pyyaml": "yaml", "jsonschema": "jsonschema"}
+                "pycocotools": "pycocotools", "tqdm": "tqdm", "pyyaml": "yaml", "jsonschema": "jsonschema",
+                "safetensors": "safetensors"}
+# Pinned packages that no rule script imports: the workflow engine and its plugins, and test tools.
+NOT_FOR_RULES = {"snakemake", "snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep",
+                 "pytest", "hypothesis", "timm", "snakefmt"}
 
 
 def requirement_pins() -> dict[str, str]:
@@ -171,16 +175,28 @@ for module in sys.argv[2:]:
 """
 
 
-@pytest.mark.parametrize("env", ENV_FILES, ids=lambda path: path.name)
-def test_env_holds_what_its_rules_import(env):
-    scripts = [paths["script"] for paths in rule_directives().values() if paths.get("conda") == env.resolve()]
-    assert scripts, f"no rule uses {env.name}"
-    modules = reachable_modules(scripts)
-    _, pins = env_pins(env)
+def test_every_pinned_package_is_known_to_the_import_check():
+    """A package pinned but missing from IMPORT_NAMES would never be refused below, so a rule
+    importing it outside its env would pass unseen."""
+    unknown = set(requirement_pins()) - set(IMPORT_NAMES) - NOT_FOR_RULES
+    assert not unknown, f"add {sorted(unknown)} to IMPORT_NAMES (pip name -> module) or NOT_FOR_RULES"
+
+
+@pytest.mark.parametrize("rule", sorted(rule_directives()))
+def test_rule_script_imports_only_what_its_env_holds(rule):
+    paths = rule_directives()[rule]
+    modules = reachable_modules([paths["script"]])
+    _, pins = env_pins(paths["conda"])
     blocked = sorted(module for name, module in IMPORT_NAMES.items() if name not in pins)
     result = subprocess.run([sys.executable, "-c", IMPORT_CHECK, ",".join(blocked), *modules], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"{env.name} lacks a package its rules import:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (f"rule {rule}: {paths['conda'].name} lacks a package "
+                                    f"{paths['script'].name} imports:\n{result.stderr[-3000:]}")
+
+
+def test_every_env_is_used():
+    used = {paths["conda"] for paths in rule_directives().values()}
+    assert {env.resolve() for env in ENV_FILES} <= used
 
 
 # Runs the evaluate env's rules on a two-video dataset in a fresh interpreter that refuses the
