@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -12,6 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from micml.io import write_json
 from micml.tables import write_table
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ def write_dcn_check(json_path: Path | str, md_path: Path | str, *, use_gpu: bool
         log.warning("a GPU was granted but torch.cuda.is_available() is False: checking on the CPU")
     result = {"device": str(device), "torch": torch.__version__, **check_against_reference(device)}
     result["passed"] = True  # check_against_reference raises when a difference exceeds its tolerance
-    _write_json(json_path, result)
+    write_json(json_path, result, default=str)
     write_table(dcn_check_table(result), None, md_path,
                 title=f"Deformable convolution check on {device} (torch {torch.__version__}): passed, "
                       f"tolerance {result['tolerance']:g}")
@@ -114,11 +113,3 @@ def write_model_table(variants: Iterable[str], sizes: Sequence[int], csv_path: P
     write_table(table, csv_path, md_path, title="Model variants: parameters used at inference, "
                 "multiply-accumulates (GMAC) and GFLOPs (2 x GMAC) of one eval forward of a 5-frame clip")
     return table
-
-
-def _write_json(path: Path | str, document: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2, default=str))
-    os.replace(tmp, path)
