@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import scipy.io
 
-from micml.data import render, synthetic
+from micml.data import render
 from micml.data.synthetic import (DIFFICULTY_PRESETS, MIN_VISIBLE_FRACTION, SyntheticSpec, generate_video,
                                   spec_from_settings, split_videos)
+from micml.data.synthetic.geometry import LUMA
+from micml.data.synthetic.scenery import build_layout
+from micml.data.synthetic.videos import SCENE_MARGIN
 
 # Small enough for the whole file to run in seconds, large enough for several roads and vehicles.
 TINY = dict(train_width=80, train_height=64, train_frames=8, width=96, height=96, n_frames=8,
@@ -217,8 +220,8 @@ def test_presets_settings_and_round_trip():
 def test_plain_scenery_is_ground_and_roads_only():
     def layout(scenery, index):
         spec = tiny_spec(scenery=scenery, width=160, height=160)
-        return synthetic._build_layout(np.random.default_rng(index), spec, spec.width, spec.height, spec.n_frames,
-                                       margin=synthetic._SCENE_MARGIN)
+        return build_layout(np.random.default_rng(index), spec, spec.width, spec.height, spec.n_frames,
+                            margin=SCENE_MARGIN)
 
     rich = [layout("rich", index) for index in range(6)]
     plain = [layout("plain", index) for index in range(6)]
@@ -228,7 +231,7 @@ def test_plain_scenery_is_ground_and_roads_only():
     # Without lane markings a road's surface is smooth: few pixels stand out of their
     # neighbourhood the way the 1-px bright dashes do on a rich road (crossings aside).
     def road_detail(scene):
-        luma = scene.canvas @ synthetic._LUMA
+        luma = scene.canvas @ LUMA
         inner = cv2.erode(scene.lane_mask, np.ones((5, 5), np.uint8)) > 0
         return np.percentile(np.abs(luma - cv2.blur(luma, (3, 3)))[inner], 99)
     assert max(map(road_detail, plain)) < 0.04 < min(map(road_detail, rich))
