@@ -52,11 +52,12 @@ def _synth(parser):
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
     def run(args):
-        from micml.data import render, synthetic
+        from micml.data import synthetic
+        from micml.data.synthetic import native
 
         spec = synthetic.spec_from_settings({"preset": args.preset, "seed": args.seed,
                                              "overrides": parse_options(args.overrides)})
-        manifest = render.synthesize(args.format, args.out, spec, overwrite=args.overwrite)
+        manifest = native.synthesize(args.format, args.out, spec, overwrite=args.overwrite)
         print(json.dumps(manifest, indent=2, default=str))
     parser.set_defaults(run=run)
 

@@ -24,8 +24,8 @@ from fixtures_real import (build_dronecrowd_tree, build_viso_tree, constant_jpeg
                            real_fixtures)
 from micml.data.converters import (CONVERTERS, DRONECROWD_TEST_SEQUENCES, DSFNET_TEST_VIDEOS, convert,
                                    convert_dronecrowd, convert_rscar, convert_video, convert_viso)
-from micml.data.render import native_input, synthesize
 from micml.data.synthetic import SyntheticSpec, split_videos
+from micml.data.synthetic.native import native_input, synthesize
 from micml.data.unified import DatasetError, UnifiedDataset, UnifiedWriter
 
 

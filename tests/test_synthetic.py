@@ -1,4 +1,4 @@
-"""The synthetic generator (micml.data.synthetic) and its native-format writers (micml.data.render)."""
+"""The synthetic generator (micml.data.synthetic) and its native-format writers (synthetic.native, .native_trees)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from micml.data import render
 from micml.data.synthetic import (DIFFICULTY_PRESETS, MIN_VISIBLE_FRACTION, SyntheticSpec, generate_video,
                                   spec_from_settings, split_videos)
+from micml.data.synthetic import native, native_trees
 from micml.data.synthetic.geometry import LUMA
 from micml.data.synthetic.scenery import build_layout
 from micml.data.synthetic.videos import SCENE_MARGIN
@@ -255,7 +255,7 @@ def videos():
 
 def test_rscar_tree(tmp_path, videos):
     spec, by_split = videos
-    written = render.write_rscar_tree(tmp_path / "RsCarData", by_split)
+    written = native_trees.write_rscar_tree(tmp_path / "RsCarData", by_split)
     root = tmp_path / "RsCarData"
     assert written["converter_options"]["val_videos"] == ["007"]
     train = json.loads((root / "annotations/instances_train2017.json").read_text())
@@ -290,7 +290,7 @@ def test_rscar_tree(tmp_path, videos):
 
 def test_viso_tree(tmp_path, videos):
     spec, by_split = videos
-    written = render.write_viso_tree(tmp_path / "VISO", by_split)
+    written = native_trees.write_viso_tree(tmp_path / "VISO", by_split)
     assert written["converter_options"] == {"test_videos": ["002", "003"], "val_videos": ["007"], "fps": 10.0}
     orders, past_border = [], False
     for name, video in (("001", by_split["train"][0]), ("004", by_split["train"][1]), ("007", by_split["val"][0]),
@@ -311,7 +311,7 @@ def test_viso_tree(tmp_path, videos):
 
 def test_dronecrowd_tree(tmp_path, videos):
     spec, by_split = videos
-    written = render.write_dronecrowd_tree(tmp_path / "DroneCrowd", by_split)
+    written = native_trees.write_dronecrowd_tree(tmp_path / "DroneCrowd", by_split)
     root = tmp_path / "DroneCrowd"
     assert written["converter_options"]["val_videos"] == ["00003"]
     assert (root / "testlist.txt").read_bytes() == b"00011\r\n00015\r\n"
@@ -333,7 +333,7 @@ def test_dronecrowd_tree(tmp_path, videos):
 def test_video_file_reads_back(tmp_path, videos):
     spec, by_split = videos
     video = by_split["test"][0]
-    path = render.write_video_file(tmp_path / "clip.mp4", video)
+    path = native.write_video_file(tmp_path / "clip.mp4", video)
     capture = cv2.VideoCapture(str(path))
     frames = []
     while True:
@@ -345,34 +345,34 @@ def test_video_file_reads_back(tmp_path, videos):
     assert len(frames) == video.n_frames and frames[0].shape == (96, 96, 3)
     assert np.abs(frames[0].astype(int) - video.frames[0]).mean() < 12  # lossy, but the same picture
     with pytest.raises(FileExistsError):
-        render.write_video_file(path, video)
+        native.write_video_file(path, video)
 
 
 def test_synthesize_writes_the_manifest_and_refuses_to_overwrite(tmp_path):
     spec = tiny_spec(n_train=1, n_val=1, n_test=1)
     root = tmp_path / "viso"
-    manifest = render.synthesize("viso", root, spec)
-    assert json.loads((root / render.MANIFEST_NAME).read_text()) == manifest
+    manifest = native.synthesize("viso", root, spec)
+    assert json.loads((root / native.MANIFEST_NAME).read_text()) == manifest
     assert manifest["converter_options"] == {"test_videos": ["002"], "val_videos": ["004"], "fps": 10.0}
     assert manifest["totals"]["test"]["frames"] == 8 and SyntheticSpec.from_config(manifest["spec"]) == spec
     assert manifest["labelled_boxes"] == sum(t["labelled_boxes"] for t in manifest["totals"].values())
     with pytest.raises(FileExistsError, match="overwrite"):
-        render.synthesize("viso", root, spec)
+        native.synthesize("viso", root, spec)
     (root / "stale.txt").write_text("from an older run")
-    render.synthesize("viso", root, spec, overwrite=True)
+    native.synthesize("viso", root, spec, overwrite=True)
     assert not (root / "stale.txt").exists() and (root / "mot/car/002/gt/gt.txt").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["viso"]  # no .partial or .old left behind
 
 
 def test_synthesize_video_and_a_failed_write_leaves_nothing(tmp_path):
     spec = tiny_spec(n_train=0, n_val=0, n_test=1)
-    manifest = render.synthesize("video", tmp_path / "clip", spec)
-    assert render.native_input("video", tmp_path / "clip") == tmp_path / "clip" / render.VIDEO_FILE_NAME
+    manifest = native.synthesize("video", tmp_path / "clip", spec)
+    assert native.native_input("video", tmp_path / "clip") == tmp_path / "clip" / native.VIDEO_FILE_NAME
     assert manifest["annotations_written"] is False and (tmp_path / "clip" / "video.mp4").stat().st_size > 0
     with pytest.raises(ValueError, match="unknown split"):
-        render.write_rscar_tree(tmp_path / "broken", {"training": []})
+        native_trees.write_rscar_tree(tmp_path / "broken", {"training": []})
     with pytest.raises(ValueError, match="n_test = 0"):
-        render.synthesize("video", tmp_path / "none", tiny_spec(n_test=0))
+        native.synthesize("video", tmp_path / "none", tiny_spec(n_test=0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip"]
     with pytest.raises(ValueError, match="native format"):
-        render.synthesize("mot17", tmp_path / "x", spec)
+        native.synthesize("mot17", tmp_path / "x", spec)

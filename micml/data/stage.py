@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from micml.data import converters, download, render, synthetic, unified
+from micml.data import converters, download, synthetic, unified
+from micml.data.synthetic import native
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,12 @@ def prepare_synthetic(dataset: str, entry: Mapping[str, Any], settings: Mapping[
     """Render the embedded synthetic default into `tree` in the entry's native format."""
     spec = synthetic.spec_from_settings(settings)
     log.info("rendering synthetic %s (%s format) into %s", dataset, entry["format"], tree)
-    rendered = render.synthesize(entry["format"], Path(tree), spec, overwrite=True)
+    rendered = native.synthesize(entry["format"], Path(tree), spec, overwrite=True)
     manifest = {
         "dataset": dataset,
         "source": "synthetic",
         "format": entry["format"],
-        "tree": str(render.native_input(entry["format"], Path(tree))),
+        "tree": str(native.native_input(entry["format"], Path(tree))),
         "converter_options": rendered.get("converter_options", {}),
         "synthetic": rendered,
     }

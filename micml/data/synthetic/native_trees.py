@@ -1,8 +1,4 @@
-"""Write synthetic videos into the native on-disk formats of the real datasets.
-
-The converters read real RsCarData, VISO and DroneCrowd trees; rendering the synthetic videos
-into exactly those layouts (reference/DATASET_FORMATS.md) lets the same converters run on the
-embedded default, so the synthetic path exercises the real code.
+"""The annotated native trees: RsCarData (DSFNet), VISO MOT and DroneCrowd.
 
 Naming: test videos take the real benchmark's test names first (RsCarData/VISO folders
 002 003 005 006 008 009 010, DroneCrowd sequences 00011 00015 ...), so that the converters'
@@ -16,32 +12,23 @@ frame. RsCarData's COCO json and VOC xml hold the boxes clipped to the frame; VI
 and DroneCrowd's anno keep boxes running past the border as the real files do (DroneCrowd's
 uint16 cannot hold negative values, so its boxes are clipped at 0 only). DroneCrowd boxes are
 each vehicle's own box, not the fixed 20x20 head boxes of the real data.
-
-Every tree is written into `<root>.partial` and moved into place when complete, so an
-interrupted run never leaves a half-written tree where a finished one is expected.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
 import scipy.io
 
-import micml
-from micml.data.synthetic import SyntheticSpec, SyntheticVideo, split_videos
-from micml.catalog import FORMATS, SPLITS
+from micml.catalog import SPLITS
+from micml.data.synthetic.videos import SyntheticVideo
 from micml.data.unified import JPEG_QUALITY
+from micml.io import atomic_folder
 
-NATIVE_FORMATS = FORMATS
-MANIFEST_NAME = "synthetic_manifest.json"
-VIDEO_FILE_NAME = "video.mp4"  # what `micml synth video OUT` writes inside OUT
 # The test folders DSFNet's evaluator hard-codes (also VISO's MOT test videos).
 DSFNET_TEST_NUMBERS = (2, 3, 5, 6, 8, 9, 10)
 # DroneCrowd's 30 test sequences (the toolkit's testlist).
@@ -49,56 +36,6 @@ DRONECROWD_TEST_NUMBERS = (11, 15, 16, 17, 18, 22, 23, 24, 34, 35, 42, 43, 44, 6
                            75, 82, 88, 95, 101, 103, 105, 108, 111, 112)
 
 VideosBySplit = Mapping[str, Sequence[SyntheticVideo]]
-
-
-# ---------------------------------------------------------------------------------------------
-# The entry point the CLI and the workflow call
-# ---------------------------------------------------------------------------------------------
-
-def synthesize(native_format: str, root: Path | str, spec: SyntheticSpec, *, overwrite: bool = False) -> dict:
-    """Generate the dataset of `spec` and write it at `root` in `native_format`.
-
-    rscar | viso | dronecrowd: the whole dataset (train, val, test) as that native tree.
-    video: the first test video as `<root>/video.mp4`, without annotations.
-    Returns the manifest, also written as `<root>/synthetic_manifest.json`.
-    """
-    if native_format not in NATIVE_FORMATS:
-        raise ValueError(f"native format {native_format!r} is not one of {', '.join(NATIVE_FORMATS)}")
-    videos = {split: split_videos(spec, split) for split in SPLITS}
-    with _atomic_directory(Path(root), overwrite) as partial:
-        if native_format == "video":
-            written = _write_video_folder(partial, videos["test"])
-        else:
-            written = _TREE_WRITERS[native_format](partial, videos)
-        manifest = _manifest(native_format, spec, written)
-        (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
-
-
-def native_input(native_format: str, root: Path | str) -> Path:
-    """What the converter of `native_format` takes for a tree written at `root`."""
-    if native_format not in NATIVE_FORMATS:
-        raise ValueError(f"native format {native_format!r} is not one of {', '.join(NATIVE_FORMATS)}")
-    return Path(root) / VIDEO_FILE_NAME if native_format == "video" else Path(root)
-
-
-def _manifest(native_format: str, spec: SyntheticSpec, written: dict) -> dict:
-    splits = written["splits"]
-    totals = {split: {"videos": len(records), "frames": sum(r["n_frames"] for r in records),
-                      "labelled_boxes": sum(r["labelled_boxes"] for r in records)}
-              for split, records in splits.items()}
-    return {
-        "format": native_format,
-        "generator": "micml.data.synthetic",
-        "micml_version": micml.__version__,
-        "input": VIDEO_FILE_NAME if native_format == "video" else ".",
-        "annotations_written": native_format != "video",
-        "spec": spec.to_dict(),
-        "splits": splits,
-        "totals": totals,
-        "labelled_boxes": sum(t["labelled_boxes"] for t in totals.values()),
-        "converter_options": written["converter_options"],
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +47,7 @@ def write_rscar_tree(root: Path | str, videos_by_split: VideosBySplit, *, overwr
 
     Returns {"splits": {split: [video records]}, "converter_options": {"val_videos", "fps"}}.
     """
-    with _atomic_directory(Path(root), overwrite) as partial:
+    with atomic_folder(Path(root), overwrite) as partial:
         return _write_rscar(partial, videos_by_split)
 
 
@@ -132,7 +69,7 @@ def _write_rscar(root: Path, videos_by_split: VideosBySplit) -> dict:
                     doc.add_box(image_id, box)
                 if split == "test":
                     _write_voc_xml(root / f"images/test1024/{name}/xml_det/{frame:06d}.xml", name, frame, video)
-            records[split].append(_video_record(name, video))
+            records[split].append(video_record(name, video))
     (root / "annotations").mkdir()
     (root / "annotations/instances_train2017.json").write_text(json.dumps(train_doc.document()))
     (root / "annotations/instances_test2017_1024.json").write_text(json.dumps(test_doc.document()))
@@ -185,7 +122,7 @@ def write_viso_tree(root: Path | str, videos_by_split: VideosBySplit, *, overwri
     boxes; the 1st, 3rd, ... written video is sorted by frame, the 2nd, 4th, ... by track id, as
     both orders occur in the real files.
     """
-    with _atomic_directory(Path(root), overwrite) as partial:
+    with atomic_folder(Path(root), overwrite) as partial:
         return _write_viso(partial, videos_by_split)
 
 
@@ -204,7 +141,7 @@ def _write_viso(root: Path, videos_by_split: VideosBySplit) -> dict:
             rows = _mot_rows(video, by_track=written % 2 == 1)
             with open(folder / "gt" / "gt.txt", "w", newline="\n") as gt:
                 gt.writelines(f"{f},{t},{x1},{y1},{x2 - x1},{y2 - y1},1,1,1\n" for f, t, x1, y1, x2, y2 in rows)
-            records[split].append(_video_record(name, video))
+            records[split].append(video_record(name, video))
             written += 1
     return {"splits": records,
             "converter_options": {"test_videos": [r["name"] for r in records["test"]],
@@ -230,7 +167,7 @@ def write_dronecrowd_tree(root: Path | str, videos_by_split: VideosBySplit, *, o
     then frame, countNum, label ['human']), trainlist.txt (train and val sequences, as the real
     list holds every non-test sequence) and testlist.txt, both CRLF like the real list.
     """
-    with _atomic_directory(Path(root), overwrite) as partial:
+    with atomic_folder(Path(root), overwrite) as partial:
         return _write_dronecrowd(partial, videos_by_split)
 
 
@@ -251,7 +188,7 @@ def _write_dronecrowd(root: Path, videos_by_split: VideosBySplit) -> dict:
             scipy.io.savemat(str(root / "annotations" / f"{number:05d}.mat"),
                              {"anno": anno, "countNum": np.array([[n_tracks]], _smallest_uint(n_tracks)),
                               "label": np.array(["human"])})
-            records[split].append(_video_record(f"{number:05d}", video))
+            records[split].append(video_record(f"{number:05d}", video))
     for list_name, splits in (("trainlist.txt", ("train", "val")), ("testlist.txt", ("test",))):
         names = sorted(r["name"] for split in splits for r in records[split])
         (root / list_name).write_bytes("".join(f"{name}\r\n" for name in names).encode())
@@ -278,78 +215,13 @@ def _smallest_uint(value: int) -> type:
     return np.uint8 if value <= np.iinfo(np.uint8).max else np.uint16
 
 
-# ---------------------------------------------------------------------------------------------
-# A plain video file (detection only)
-# ---------------------------------------------------------------------------------------------
-
-def write_video_file(path: Path | str, video: SyntheticVideo, *, overwrite: bool = False) -> Path:
-    """`video` as an MPEG-4 Part 2 ('mp4v') file at `path`, without annotations."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    partial = path.with_name(f"{path.stem}.partial{path.suffix}")  # the suffix picks the container
-    try:
-        _write_mp4(partial, video)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
-
-
-def _write_mp4(path: Path, video: SyntheticVideo) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(video.fps),
-                             (video.width, video.height))
-    if not writer.isOpened():
-        raise OSError(f"{path}: OpenCV cannot open an 'mp4v' video writer here (no FFmpeg backend?)")
-    try:
-        for frame in video.frames:
-            writer.write(frame)
-    finally:
-        writer.release()
-
-
-def _write_video_folder(root: Path, test_videos: Sequence[SyntheticVideo]) -> dict:
-    if len(test_videos) == 0:
-        raise ValueError("the `video` format writes the first test video, but the spec has n_test = 0")
-    video = test_videos[0]
-    _write_mp4(root / VIDEO_FILE_NAME, video)
-    return {"splits": {"test": [_video_record(Path(VIDEO_FILE_NAME).stem, video)]}, "converter_options": {}}
+# What `native.synthesize` calls, by native format, to write a tree into the folder it made.
+TREE_WRITERS = {"rscar": _write_rscar, "viso": _write_viso, "dronecrowd": _write_dronecrowd}
 
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
 # ---------------------------------------------------------------------------------------------
-
-_TREE_WRITERS = {"rscar": _write_rscar, "viso": _write_viso, "dronecrowd": _write_dronecrowd}
-
-
-@contextlib.contextmanager
-def _atomic_directory(root: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield `<root>.partial` to write into; on success it replaces `root`, on error it is removed."""
-    root = root.absolute()
-    if root.exists() and not root.is_dir():
-        raise FileExistsError(f"{root}: exists and is not a folder; remove it or choose another output folder")
-    if root.is_dir() and any(root.iterdir()) and not overwrite:
-        raise FileExistsError(f"{root}: exists and is not empty; pass overwrite=True (CLI: --overwrite) "
-                              "to replace it")
-    partial = root.with_name(root.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)  # left over from an interrupted run
-    partial.mkdir(parents=True)
-    try:
-        yield partial
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if root.exists():
-        retired = root.with_name(root.name + ".old")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(root, retired)
-        os.replace(partial, root)
-        shutil.rmtree(retired)
-    else:
-        os.replace(partial, root)
-
 
 def _checked_splits(videos_by_split: VideosBySplit) -> dict[str, Sequence[SyntheticVideo]]:
     unknown = sorted(set(videos_by_split) - set(SPLITS))
@@ -390,7 +262,7 @@ def _write_jpeg(path: Path, frame: np.ndarray) -> None:
         raise OSError(f"{path}: OpenCV could not write this JPEG (disk full or folder not writable?)")
 
 
-def _video_record(native_name: str, video: SyntheticVideo) -> dict[str, Any]:
+def video_record(native_name: str, video: SyntheticVideo) -> dict[str, Any]:
     tracks = {int(t) for _, ids in video.boxes.values() for t in ids}
     return {"name": native_name, "source": video.name, "n_frames": video.n_frames, "fps": float(video.fps),
             "width": video.width, "height": video.height, "labelled_boxes": video.n_labelled_boxes(),
