@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from micml.data.synthetic.geometry import (LUMA, Polyline, canvas_window, cv_points, fill_polygon, paint,
-                                           polygon_alpha, polygon_overlaps, line_alpha, rect_corners,
-                                           smooth_noise, tinted, window_origin, window_shape)
+from micml.data.synthetic.geometry import (LUMA, Polyline, canvas_window, cv_points, fill_polygon, line_alpha,
+                                           paint, polygon_alpha, polygon_overlaps, rect_corners, smooth_noise,
+                                           tinted, window_origin, window_shape)
 from micml.data.synthetic.spec import SyntheticSpec
 
 _GROUND_TINTS = ((0.80, 1.00, 1.15), (0.85, 1.08, 0.95), (1.0, 1.0, 1.0))  # arid, green, urban (BGR)
