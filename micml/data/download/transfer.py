@@ -59,6 +59,8 @@ def download_file(url: str, target: Path, *, size: int | None = None, sha256: st
         part.unlink()  # a wrong .part must not be resumed
         raise CorruptFileError(f"{url}: sha256 of the download is {digest}, expected {sha256}: the file is "
                                f"corrupt or truncated (or changed upstream); {RERUN_HINT} to download it again")
+    # Renamed by hand, not written through micml.io.atomic_write: the .part must outlive a failed
+    # attempt so that the next one resumes it. The name appears only after the checks above.
     os.replace(part, target)
     return digest
 
