@@ -16,7 +16,6 @@ from micml.data.clips.geometry import flip_clip
 from micml.data.clips.normalisation import Normalisation
 from micml.data.clips.photometric import photometric_distort, reference_photometric_distort
 
-
 AUGMENT_STYLES = ("default", "reference")
 
 
