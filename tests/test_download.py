@@ -454,3 +454,51 @@ def test_load_sources_names_a_missing_key(tmp_path):
                    " extract_to: .}\n")
     with pytest.raises(SourceError, match="missing key\\(s\\) sha256"):
         load_sources(bad)
+
+
+TOY_SOURCES = ("datasets:\n  toy:\n    name: Toy\n    page: p\n    licence: l\n    format: viso\n"
+               "    layout: [mot/car]\n    files:\n      - {name: a.zip, url: null, size: null, sha256: null,"
+               " extract_to: ., drive: [{service: BaiduYun, link: 'https://pan.baidu.com/s/x', code: ab}]}\n")
+
+
+def test_toy_sources_pass_the_schema(tmp_path):
+    good = tmp_path / "datasets.yaml"
+    good.write_text(TOY_SOURCES)
+    assert load_sources(good)["toy"]["files"][0]["name"] == "a.zip"
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    # wrong type: the key, the value and what the schema's description asks for
+    ("size: null", "size: big", r"datasets\.yaml: invalid value at 'datasets\.toy\.files\.0\.size': 'big' is not of "
+                                r"type 'integer', 'null'; expected a positive number of bytes, or null"),
+    ("sha256: null", "sha256: abc", r"invalid value at 'datasets\.toy\.files\.0\.sha256': 'abc' has the wrong form; "
+                                    r"expected 64 lower-case hex digits"),
+    ("format: viso", "format: mp4", r"invalid value at 'datasets\.toy\.format': 'mp4' is not one of"),
+    # unknown key, with the nearest valid name
+    ("licence: l", "licence: l\n    licnce: l", r"datasets\.yaml: unknown key 'datasets\.toy\.licnce'; did you mean "
+                                                r"'licence'\?"),
+    # missing required field, named with where it belongs
+    ("    layout: [mot/car]\n", "", r"datasets\.yaml: 'datasets\.toy': missing key\(s\) layout; expected one dataset"),
+    ("link: 'https://pan.baidu.com/s/x', ", "", r"'datasets\.toy\.files\.0\.drive\.0': missing key\(s\) link"),
+    # neither a URL nor a cloud drive
+    ("drive: [{service: BaiduYun, link: 'https://pan.baidu.com/s/x', code: ab}]", "drive: []",
+     r"'datasets\.toy\.files\.0\.drive': \[\] should be non-empty; expected at least one cloud-drive link"),
+    # the two path rules kept in code
+    ("name: a.zip", "name: ../a.zip", r"datasets\.toy\.files\.0\.name='\.\./a\.zip': .* plain file or folder name"),
+    ("extract_to: .", "extract_to: /abs", r"datasets\.toy\.files\.0\.extract_to is an absolute path; give a folder "
+                                          r"inside the tree"),
+])
+def test_a_schema_violation_is_one_line_naming_the_file_key_and_fix(tmp_path, old, new, message):
+    assert old in TOY_SOURCES
+    bad = tmp_path / "datasets.yaml"
+    bad.write_text(TOY_SOURCES.replace(old, new))
+    with pytest.raises(SourceError, match=message) as error:
+        load_sources(bad)
+    assert str(error.value).startswith(str(bad)) and "\n" not in str(error.value)
+
+
+def test_sources_schema_formats_are_the_catalogue_formats_with_protocols():
+    from micml.catalog import PROTOCOLS
+    schema = download.sources.load_schema()
+    assert schema["$defs"]["dataset"]["properties"]["format"]["enum"] == list(PROTOCOLS), (
+        "config/datasets.schema.yaml `format.enum` differs from micml.catalog.PROTOCOLS: copy its keys there")

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from micml.data import converters, download, synthetic, unified
 from micml.data.synthetic import native
+from micml.io import write_json
 
 log = logging.getLogger(__name__)
 
 
 def write_manifest(path: Path | str, manifest: Mapping[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, path)
+    write_json(path, manifest, indent=2, default=str)
 
 
 def read_manifest(path: Path | str) -> dict:

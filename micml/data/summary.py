@@ -14,7 +14,6 @@ and a figure with an unannotated sample frame.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +27,7 @@ from matplotlib.patches import Rectangle
 from micml.tables import markdown_table
 from micml.catalog import SPLITS
 from micml.data.unified import UnifiedDataset, Video, read_image
+from micml.io import atomic_write, write_text
 
 QUANTILES = (5, 25, 50, 75, 95)
 MEASURES = ("width", "height", "area", "speed")
@@ -70,8 +70,8 @@ def summarize_dataset(root: Path | str, out_csv: Path | str, out_md: Path | str,
     videos = {split: dataset.videos(split) for split in SPLITS}
     stats = {split: split_stats(videos[split]) for split in SPLITS}
     table = summary_table(stats)
-    _write_text(Path(out_csv), table.to_csv(index=False))
-    _write_text(Path(out_md), f"# Dataset summary: {title}\n\n{markdown_table(display_table(table))}\n\n{_notes()}\n")
+    write_text(Path(out_csv), table.to_csv(index=False))
+    write_text(Path(out_md), f"# Dataset summary: {title}\n\n{markdown_table(display_table(table))}\n\n{_notes()}\n")
     figure = summary_figure(dataset, videos, stats, title)
     _save_figure(figure, Path(out_png))
     return table
@@ -236,15 +236,6 @@ def sample_frame(videos: dict[str, list[Video]]) -> tuple[str, Video, int] | Non
 
 # ----------------------------------------------------------------------------- output
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _save_figure(figure: Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png")  # Agg via the Figure's own canvas: no pyplot, no display
-    os.replace(tmp, path)
+    # Agg via the Figure's own canvas: no pyplot, no display
+    atomic_write(path, lambda stream: figure.savefig(stream, format="png"))

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from micml.catalog import DSFNET_F1, COCO_AP50, SPLITS
-from micml.io import PARTIAL_SUFFIX, RETIRED_SUFFIX, replace_folder
+from micml.io import PARTIAL_SUFFIX, RETIRED_SUFFIX, replace_folder, write_text
 
 FRAME_DIGITS = 6
 JPEG_QUALITY = 95
@@ -295,9 +295,8 @@ def update_meta(root: Path | str, **fields: object) -> dict:
 
 
 def _write_json(path: Path, document: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=None, separators=(",", ":")))
-    os.replace(tmp, path)
+    # compact: annotation files of real datasets hold millions of boxes
+    write_text(path, json.dumps(document, indent=None, separators=(",", ":")))
 
 
 class UnifiedDataset:
