@@ -22,12 +22,15 @@ from torch import nn
 
 from micml.data.clips import ClipDataset, clip_frame_indices, normalise, photometric_distort
 from micml.data.unified import UnifiedDataset, UnifiedWriter, read_image
-from micml.engine import CheckpointError, load_checkpoint, model_from_checkpoint
+from micml.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from micml.engine.distributed import launch_command
 from micml.engine.losses import CenterNetLoss, focal_loss, reg_l1_loss
 from micml.models import register
-from micml.engine.train import (EpochSampler, NonFiniteLossError, decode_detections, lr_at_epoch, pooled_f1,
-                                resolve_config, train)
+from micml.engine.config import lr_at_epoch, resolve_config
+from micml.engine.errors import NonFiniteLossError
+from micml.engine.sampling import EpochSampler
+from micml.engine.train import train
+from micml.engine.validation import decode_detections, pooled_f1
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
