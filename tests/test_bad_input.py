@@ -328,7 +328,7 @@ def torch_load_calls(path: Path) -> list:
 def test_every_checkpoint_read_refuses_pickled_code():
     """torch.load without weights_only=True would run whatever a downloaded .pt file pickles."""
     calls = {path: torch_load_calls(path) for path in sorted((REPO / "micml").rglob("*.py"))}
-    assert sum(map(len, calls.values())) >= 3  # engine, inference, models read checkpoints
+    assert sum(map(len, calls.values())) >= 2  # micml.checkpoint reads checkpoints, models pretrained weights
     for path, found in calls.items():
         for call in found:
             safe = [k for k in call.keywords if k.arg == "weights_only" and getattr(k.value, "value", None) is True]

@@ -376,6 +376,21 @@ def test_launch_command_without_torchrun_for_one_process():
     assert command == ["/env/bin/python", "-m", "micml.engine.train", "--config", "c.yaml"]
 
 
+def test_one_process_trains_in_this_process_with_the_settings_checked_once(dataset_root, tmp_path, monkeypatch):
+    """No subprocess for one process, and the settings are checked where the run is asked for,
+    not again by the loop."""
+    from micml.engine import launch
+    from micml.engine.config import TrainingConfig
+
+    checked = []
+    check = TrainingConfig.from_mapping.__func__
+    monkeypatch.setattr(TrainingConfig, "from_mapping", classmethod(lambda cls, s: checked.append(s) or check(cls, s)))
+    monkeypatch.setattr(launch, "_run_logged", lambda *args: pytest.fail("one process must not start a subprocess"))
+    settings = {key: value for key, value in tiny_config(epochs=1, val_interval=0).items() if key != "model"}
+    model = launch.run_training(settings, TINY, dataset_root, tmp_path / "run", tmp_path / "model.pt", nproc=1)
+    assert len(checked) == 1 and load_checkpoint(model)["global_step"] == 2
+
+
 # --------------------------------------------------------------------------- the real model
 
 

@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -29,8 +29,9 @@ DEFAULTS: dict = training_defaults()
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    """Resolved training settings (config/schema.yaml describes each key)."""
+class TrainingConfig(Mapping):
+    """Resolved training settings (config/schema.yaml describes each key); also read as a
+    mapping of those keys, like the settings it was built from."""
 
     crop_size: list[int]              # [h, w], multiples of 16
     batch_size: int                   # global, split over torchrun processes
@@ -79,6 +80,17 @@ class TrainingConfig:
         resolved["plugins"] = list(resolved["plugins"] or [])
         _check(resolved)
         return cls(**resolved)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in DEFAULTS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (field.name for field in dataclasses.fields(self))
+
+    def __len__(self) -> int:
+        return len(DEFAULTS)
 
     def as_dict(self) -> dict:
         """The settings as plain values (what checkpoints, run.json and provenance.json record)."""
