@@ -246,7 +246,7 @@ def _convert_checkpoint(parser):
     parser.add_argument("--head-conv", type=int, default=128, help="hidden width of the heads (the reference's 128)")
 
     def run(args):
-        from micml.models.checkpoint_keys import convert_reference_checkpoint
+        from micml.checkpoint import convert_reference_checkpoint
 
         provenance = convert_reference_checkpoint(args.src, args.dst, args.model, head_conv=args.head_conv)
         print(json.dumps({"checkpoint": str(args.dst), **provenance}, indent=2))

@@ -180,6 +180,20 @@ def command_line_training(command_line: Mapping[str, Any]) -> dict:
     return parse_text_values(training, schema)
 
 
+#: Keys of the workflow's `training` section that are the workflow's, not the engine's:
+#: micml.engine.launch lays per_model over the shared keys and makes pretrained a build option.
+WORKFLOW_TRAINING_KEYS = ("per_model", "pretrained")
+
+
+def training_defaults(schema: Mapping[str, Any] | None = None) -> dict:
+    """Every training setting of micml.engine with its default, in the schema's order: the
+    workflow's `training` keys, then the engine's others (`$defs/engine_training`)."""
+    schema = schema if schema is not None else load_schema()
+    sections = (schema["properties"]["training"]["properties"], schema["$defs"]["engine_training"]["properties"])
+    return {key: copy.deepcopy(entry["default"]) for section in sections for key, entry in section.items()
+            if key not in WORKFLOW_TRAINING_KEYS}
+
+
 def _with_defaults(validator_class):
     """A validator that writes each property's `default` into the instance before checking it."""
     check_properties = validator_class.VALIDATORS["properties"]

@@ -64,7 +64,7 @@ def test_shipped_profiles_are_valid(name):
 
 def test_schema_training_defaults_are_the_engine_defaults():
     """One source of truth: the schema documents the engine's defaults, it does not set others."""
-    from micml.engine.train import DEFAULTS
+    from micml.engine.config import DEFAULTS
 
     training = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["training"]["properties"]
     for key, schema in training.items():
@@ -102,3 +102,21 @@ def test_names_and_evaluation_import_without_torch(module):
     """The workflow and the evaluate env (no torch) import these."""
     check = f"import sys, {module}; assert 'torch' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", check], check=True, cwd=SCHEMA_PATH.parent.parent)
+
+
+def test_inference_imports_nothing_from_the_engine():
+    """Inference reads checkpoints through micml.checkpoint; training code is not its dependency."""
+    check = ("import sys, micml.inference, micml.checkpoint; "
+             "engine = sorted(m for m in sys.modules if m.startswith('micml.engine')); assert not engine, engine")
+    subprocess.run([sys.executable, "-c", check], check=True, cwd=SCHEMA_PATH.parent.parent)
+
+
+def test_training_config_fields_are_the_schema_training_keys():
+    """The engine's defaults come from config/schema.yaml only: every TrainingConfig field has one there."""
+    from dataclasses import fields
+
+    from micml.config import training_defaults
+    from micml.engine.config import TrainingConfig
+
+    assert sorted(field.name for field in fields(TrainingConfig)) == sorted(training_defaults())
+    assert TrainingConfig.from_mapping({}).as_dict() == training_defaults() | {"crop_size": [96, 96]}

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from micml.cli import main as micml
-from micml.engine.checkpoint import load_checkpoint
+from micml.checkpoint import load_checkpoint
 from micml.evaluation.report_tables import evaluate_predictions
 
 REPO = Path(__file__).resolve().parent.parent

@@ -22,12 +22,15 @@ from torch import nn
 
 from micml.data.clips import ClipDataset, clip_frame_indices, normalise, photometric_distort
 from micml.data.unified import UnifiedDataset, UnifiedWriter, read_image
-from micml.engine import CheckpointError, load_checkpoint, model_from_checkpoint
+from micml.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from micml.engine.distributed import launch_command
 from micml.engine.losses import CenterNetLoss, focal_loss, reg_l1_loss
 from micml.models import register
-from micml.engine.train import (EpochSampler, NonFiniteLossError, decode_detections, lr_at_epoch, pooled_f1,
-                                resolve_config, train)
+from micml.engine.config import lr_at_epoch, resolve_config
+from micml.engine.errors import NonFiniteLossError
+from micml.engine.sampling import EpochSampler
+from micml.engine.train import train
+from micml.engine.validation import decode_detections, pooled_f1
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -371,6 +374,21 @@ def test_two_gloo_processes_end_with_identical_weights(dataset_root, tmp_path):
 def test_launch_command_without_torchrun_for_one_process():
     command = launch_command(1, ["--config", "c.yaml"], python="/env/bin/python")
     assert command == ["/env/bin/python", "-m", "micml.engine.train", "--config", "c.yaml"]
+
+
+def test_one_process_trains_in_this_process_with_the_settings_checked_once(dataset_root, tmp_path, monkeypatch):
+    """No subprocess for one process, and the settings are checked where the run is asked for,
+    not again by the loop."""
+    from micml.engine import launch
+    from micml.engine.config import TrainingConfig
+
+    checked = []
+    check = TrainingConfig.from_mapping.__func__
+    monkeypatch.setattr(TrainingConfig, "from_mapping", classmethod(lambda cls, s: checked.append(s) or check(cls, s)))
+    monkeypatch.setattr(launch, "_run_logged", lambda *args: pytest.fail("one process must not start a subprocess"))
+    settings = {key: value for key, value in tiny_config(epochs=1, val_interval=0).items() if key != "model"}
+    model = launch.run_training(settings, TINY, dataset_root, tmp_path / "run", tmp_path / "model.pt", nproc=1)
+    assert len(checked) == 1 and load_checkpoint(model)["global_step"] == 2
 
 
 # --------------------------------------------------------------------------- the real model

@@ -18,9 +18,10 @@ import pytest
 import torch
 
 import micml.precision
-from micml.engine import load_checkpoint
+from micml.checkpoint import load_checkpoint
 from micml.engine.distributed import launch_command
-from micml.engine.train import DEFAULTS, train
+from micml.engine.config import DEFAULTS
+from micml.engine.train import train
 from micml.inference.tiling import TiledDetector
 from micml.models import VARIANTS, build
 from micml.precision import channels_last_weights, compiled, tune_cudnn

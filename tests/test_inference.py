@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import micml.models
-from micml.engine.checkpoint import weights_digest
+from micml.checkpoint import weights_digest
 from micml.data.clips import SEQ_LEN, clip_frame_indices, normalise, pad_to_multiple
 from micml.data.unified import DatasetError, UnifiedDataset, UnifiedWriter, read_image
-from micml.engine.checkpoint import CheckpointError
+from micml.checkpoint import CheckpointError
 from micml.evaluation.matfiles import DetectionFileError, coco_image_index, read_frame_mat, write_coco_results
 from micml.inference import (
     InputError,
@@ -81,7 +81,7 @@ def standin_registry(monkeypatch):
 
 
 def save_checkpoint(path: Path, model: nn.Module, options: dict, layout: str = "engine") -> Path:
-    if layout == "engine":  # micml.engine.checkpoint's layout
+    if layout == "engine":  # micml.checkpoint's layout
         checkpoint = {"format": "micml.checkpoint/1", "model": {"name": model.variant, "options": options},
                       "state_dict": model.state_dict(), "epoch": 1}
     else:  # the flat layout of the inference contract

@@ -24,7 +24,7 @@ from micml.cli import main  # noqa: E402
 from micml.data import download  # noqa: E402
 from micml.data.clips import (IMAGENET_NORMALISATION, REFERENCE_NORMALISATION, Normalisation,  # noqa: E402
                               normalisation_for_weights, pad_to_multiple)
-from micml.engine.checkpoint import load_checkpoint  # noqa: E402
+from micml.checkpoint import load_checkpoint  # noqa: E402
 from micml.engine.launch import model_training_config  # noqa: E402
 from micml.engine.train import train  # noqa: E402
 from micml.inference import CheckpointError, TiledDetector, load_detector  # noqa: E402

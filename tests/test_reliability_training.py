@@ -19,9 +19,9 @@ import yaml
 
 from micml.cli import main as micml
 from micml.data.unified import UnifiedWriter
-from micml.engine import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from micml.engine.checkpoint import FORMAT
-from micml.engine.train import StaleRunError, train
+from micml.checkpoint import FORMAT, CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from micml.engine.errors import StaleRunError
+from micml.engine.train import train
 from micml.inference.predict import load_detector
 from test_engine import build_tiny, dataset_root, square_video, tiny_config  # noqa: F401 (fixture)
 

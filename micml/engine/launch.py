@@ -14,7 +14,6 @@ model's `pretrained` build option, `imagenet` the path of the ImageNet weights f
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,8 +21,11 @@ from typing import Mapping
 
 import yaml
 
+from micml.engine.config import TrainingConfig
 from micml.engine.distributed import launch_command
-from micml.engine.train import BEST, resolve_config, train
+from micml.engine.records import BEST
+from micml.engine.train import train
+from micml.io import atomic_write, write_text
 from micml.weights import IMAGENET_WEIGHTS, pretrained_choice, resolve_pretrained
 
 log = logging.getLogger(__name__)
@@ -33,10 +35,11 @@ LOG_TAIL_LINES = 25
 
 
 def model_training_config(training: Mapping, model: str, *, overrides: Mapping | None = None,
-                          threads: int | None = None, weights: Path | str = IMAGENET_WEIGHTS) -> dict:
+                          threads: int | None = None, weights: Path | str = IMAGENET_WEIGHTS) -> TrainingConfig:
     """The workflow's `training` section for one variant: shared keys, its per_model entry, then
     `overrides`; `threads` (the job's CPU share, a machine setting) sets torch's thread count.
-    `pretrained: imagenet` names `weights` (checked against its recorded sha256)."""
+    `pretrained: imagenet` names `weights` (checked against its recorded sha256). The settings are
+    checked here, once: the run takes the TrainingConfig as it is."""
     shared = {key: value for key, value in training.items() if key != "per_model"}
     per_model = dict((training.get("per_model") or {}).get(model, {}))
     machine = {} if threads is None else {"threads": threads}
@@ -46,7 +49,7 @@ def model_training_config(training: Mapping, model: str, *, overrides: Mapping |
         pretrained = resolve_pretrained(pretrained_choice(training, model, overrides), weights)
         if pretrained is not None:
             layered["model_options"] = {**(layered.get("model_options") or {}), "pretrained": pretrained}
-    return resolve_config(layered)
+    return TrainingConfig.from_mapping(layered)
 
 
 def run_training(training: Mapping, model: str, dataset_root: Path | str, out_dir: Path | str,
@@ -55,7 +58,8 @@ def run_training(training: Mapping, model: str, dataset_root: Path | str, out_di
                  log_path: Path | str | None = None) -> Path:
     """Train `model` on a unified dataset; copy the best checkpoint to `model_path`.
 
-    `nproc` is the number of GPUs granted (0 or 1: this process; N > 1: torchrun with N).
+    `nproc` is the number of GPUs granted (0 or 1: this process, no subprocess; N > 1: torchrun
+    with N, each process reading the settings from `out_dir/config.yaml`).
     `fresh` and `supersede_other` are `micml.engine.train.train`'s.
     """
     out_dir, model_path = Path(out_dir), Path(model_path)
@@ -67,17 +71,16 @@ def run_training(training: Mapping, model: str, dataset_root: Path | str, out_di
         best = train(config, dataset_root, out_dir, fresh=fresh, supersede_other=supersede_other)
     else:
         best = _run_torchrun(config, nproc, dataset_root, out_dir, fresh, supersede_other, log_path)
-    tmp = model_path.with_name(model_path.name + ".tmp")
-    shutil.copyfile(best, tmp)
-    os.replace(tmp, model_path)
+    with open(best, "rb") as source:
+        atomic_write(model_path, lambda target: shutil.copyfileobj(source, target))
     return model_path
 
 
-def _run_torchrun(config: Mapping, nproc: int, dataset_root: Path | str, out_dir: Path, fresh: bool,
+def _run_torchrun(config: TrainingConfig, nproc: int, dataset_root: Path | str, out_dir: Path, fresh: bool,
                   supersede_other: bool, log_path: Path | str | None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / RUN_CONFIG
-    config_path.write_text(yaml.safe_dump(dict(config), sort_keys=True))
+    write_text(config_path, yaml.safe_dump(config.as_dict(), sort_keys=True))
     flags = ["--fresh"] * fresh + ["--supersede-other"] * supersede_other
     command = launch_command(nproc, ["--config", config_path, "--data", dataset_root, "--out", out_dir,
                                      "--no-progress", *flags])

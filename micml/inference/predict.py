@@ -31,7 +31,7 @@ from tqdm import tqdm
 import micml
 from micml.data.clips import SEQ_LEN, Normalisation
 from micml.data.unified import PARTIAL_SUFFIX, RETIRED_SUFFIX, UnifiedDataset, read_image, replace_folder
-from micml.engine.checkpoint import CheckpointError, build_model, read_weights_file, verify_weights, weights_digest
+from micml.checkpoint import CheckpointError, read_checkpoint, rebuild_model, weights_digest
 from micml.evaluation.matfiles import PREDICT_SUMMARY, coco_image_index
 from micml.inference.decode import REFERENCE_TOP_K
 from micml.inference.export import DetectionWriter
@@ -42,9 +42,6 @@ from micml.paths import check_output_apart
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = PREDICT_SUMMARY
-# Options that describe how a model was *initialised*, not its architecture: the checkpoint's
-# weights replace them, and the file they name need not exist where the detector is used.
-INITIALISATION_OPTIONS = ("pretrained",)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -62,21 +59,8 @@ def load_detector(checkpoint_path: str | os.PathLike, expected_variant: str | No
     checkpoint, of another variant than `expected_variant`, or when its weights do not fit.
     """
     path = Path(checkpoint_path)
-    checkpoint = _read_checkpoint(path)
-    variant, options = _model_description(checkpoint, path)
-    if expected_variant is not None and variant != expected_variant:
-        raise CheckpointError(
-            f"{path}: checkpoint holds a {variant!r} model but {expected_variant!r} was asked for; "
-            f"pass a checkpoint trained as {expected_variant!r}, or ask for {variant!r}")
-    model = build_model(variant, options, source=path)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{path}: its weights do not fit the {variant!r} model rebuilt from its own options "
-            f"({str(error).splitlines()[0]}); the file comes from an incompatible micml version or was "
-            "modified: re-train or re-download it") from error
-    model = model.to(device).eval()
+    checkpoint = read_checkpoint(path)
+    model = rebuild_model(checkpoint, path, expected_variant).to(device).eval()
     model = optimize_for_inference(model) if optimize else model
     # What predict.json and the metrics record, so a score names the exact weights behind it.
     model.weights_sha256 = checkpoint.get("weights_sha256") or weights_digest(checkpoint["state_dict"])
@@ -93,35 +77,6 @@ def checkpoint_normalisation(checkpoint: Mapping, path: Path) -> Normalisation:
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}; the file was modified or comes from another tool: "
                               "re-train or re-download it") from None
-
-
-def _read_checkpoint(path: Path) -> dict:
-    checkpoint = read_weights_file(path)
-    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
-        found = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise CheckpointError(f"{path}: not a micml checkpoint (expected a dict with a 'state_dict', found "
-                              f"{found}); give a checkpoint written by `micml train`")
-    verify_weights(checkpoint, path)
-    return dict(checkpoint)
-
-
-def _model_description(checkpoint: Mapping, path: Path) -> tuple[str, dict]:
-    """(variant, build options) of a checkpoint: the engine's `model: {name, options}`, or the
-    flat `variant` + `model_options` form."""
-    model = checkpoint.get("model")
-    if isinstance(model, Mapping) and "name" in model:
-        name, options = model["name"], model.get("options")
-    elif "variant" in checkpoint:
-        name, options = checkpoint["variant"], checkpoint.get("model_options")
-    else:
-        raise CheckpointError(
-            f"{path}: holds weights but no model description (no 'model' or 'variant' entry), as a checkpoint "
-            "of the reference MICML/DSFNet code (model_best.pth) does; convert it first: "
-            f"micml convert-checkpoint {path} converted.pt --model <variant, e.g. micml or dsfnet>, then use "
-            "converted.pt (in Python: micml.models.load_reference_checkpoint(micml.models.build(<variant>), path))")
-    options = {key: value for key, value in dict(options or {}).items()
-               if key not in INITIALISATION_OPTIONS and key != "variant"}
-    return str(name), options
 
 
 # --------------------------------------------------------------------------- clips
@@ -217,7 +172,7 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
 
 
 def _write_summary(path: Path, summary: PredictionSummary) -> None:
-    versions = {"micml": micml.__version__, "torch": torch.__version__, "numpy": np.__version__,
+    versions = {micml.__name__: micml.__version__, "torch": torch.__version__, "numpy": np.__version__,
                 "python": platform.python_version()}
     path.write_text(json.dumps({**asdict(summary), "versions": versions}, indent=2) + "\n")
 

@@ -13,8 +13,8 @@ Our state_dict keys are the reference's own (same attribute names), so the conve
 The reference checkpoint is `{'epoch', 'state_dict', 'optimizer'?}` (reference/MICML_SPEC.md
 §3.4); a bare state dict is accepted too.
 
-`convert_reference_checkpoint` (the command `micml convert-checkpoint SRC DST --model NAME`) writes
-one as a micml checkpoint, so that `micml test` and `micml detect` use it.
+`micml.checkpoint.convert_reference_checkpoint` (the command `micml convert-checkpoint SRC DST
+--model NAME`) writes one as a micml checkpoint, so that `micml test` and `micml detect` use it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+
+from micml.checkpoint import read_reference_file
 
 UNUSED_BACKBONE_PREFIXES = ("base.level5.", "base.fc.")
 MOTION_PREFIX = "base3d.Motion."
@@ -52,11 +54,7 @@ def convert_reference_state_dict(state_dict: Mapping[str, torch.Tensor], *,
 def read_reference_checkpoint(source: str | os.PathLike | Mapping) -> Mapping[str, torch.Tensor]:
     """The state dict inside a reference checkpoint file (or mapping)."""
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint not found: {path!r}. Fix: check the path (reference "
-                                    "checkpoints are e.g. weights/rsdata/MICML/model_best.pth)")
-        source = torch.load(path, map_location="cpu", weights_only=True)
+        source = read_reference_file(source)
     if isinstance(source, Mapping) and isinstance(source.get("state_dict"), Mapping):
         source = source["state_dict"]
     if not isinstance(source, Mapping):
@@ -75,57 +73,3 @@ def load_reference_checkpoint(model: nn.Module, source: str | os.PathLike | Mapp
     has_motion = getattr(model, "motion", None) is not None
     return model.load_state_dict(convert_reference_state_dict(state_dict, keep_motion=has_motion),
                                  strict=strict)
-
-
-def convert_reference_checkpoint(source: str | os.PathLike, target: str | os.PathLike, model_name: str, *,
-                                 head_conv: int = 128) -> dict:
-    """Write a reference checkpoint (`model_best.pth`) as a micml checkpoint that `micml test` and
-    `micml detect` load: model `model_name` rebuilt, its weights converted and loaded strictly, the
-    reference's input normalisation (it trained every model with it), and where it came from.
-    Returns the provenance record. `micml convert-checkpoint` runs this."""
-    # Late imports: writing our format belongs to the engine, normalisation to the data stage.
-    import hashlib
-
-    import micml
-    from micml.data.clips import REFERENCE_NORMALISATION
-    from micml.engine.checkpoint import FORMAT, save_checkpoint
-    from micml.models.registry import build
-
-    source = os.fspath(source)
-    raw = _read_reference_file(source)
-    if isinstance(raw, Mapping) and raw.get("format") == FORMAT:
-        raise ValueError(f"{source!r}: is already a {FORMAT} checkpoint; use it as it is")
-    model = build(model_name, head_conv=head_conv)
-    try:
-        state_dict = read_reference_checkpoint(raw)
-        load_reference_checkpoint(model, state_dict)
-    except (TypeError, RuntimeError) as error:
-        raise ValueError(f"{source!r}: its weights do not fit model {model_name!r} "
-                         f"({' '.join(str(error).split())[:300]}); give --model the variant it was trained as "
-                         "(MICML: micml, or dsfnet without the training-only motion module; DSFNet: dsfnet)") from None
-    with open(source, "rb") as handle:
-        source_sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
-    provenance = {"converted_from": source, "source_sha256": source_sha256,
-                  "source_epoch": raw.get("epoch") if isinstance(raw, Mapping) else None,
-                  "converted_by": f"micml {micml.__version__}", "torch": str(torch.__version__)}
-    save_checkpoint(target, {
-        "format": FORMAT,
-        "model": {"name": model_name, "options": {"head_conv": head_conv}, "config": dict(model.config)},
-        "state_dict": model.state_dict(),
-        "normalisation": REFERENCE_NORMALISATION.as_dict(),
-        "provenance": provenance,
-    })
-    return provenance
-
-
-def _read_reference_file(path: str):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path!r}. Fix: check the path (reference checkpoints "
-                                "are e.g. weights/rsdata/MICML/model_best.pth)")
-    try:
-        # weights_only=True: tensors and plain values only; a shared file never runs code.
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for damaged or foreign files
-        first_line = (str(error).splitlines() or [""])[0][:200]
-        raise ValueError(f"{path!r}: cannot be read as a PyTorch checkpoint ({type(error).__name__}: {first_line}); "
-                         "it is truncated, damaged, or not a checkpoint") from None

@@ -1,4 +1,8 @@
-"""Checkpoints that survive a kill and load with `torch.load(weights_only=True)`.
+"""Checkpoints: the one module that writes, reads, verifies and converts them.
+
+Training writes them (`micml.engine`), inference reads them (`micml.inference`), and
+`convert_reference_checkpoint` turns a reference MICML/DSFNet `model_best.pth` into one; every
+file is read by `read_weights_file` (`torch.load(weights_only=True)`: tensors and plain values).
 
 A checkpoint is a dict of tensors and plain Python values only:
     format, model {name, options}, state_dict, optimizer (absent in best.pt), lr, epoch
@@ -16,11 +20,9 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import random
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -142,44 +144,117 @@ def build_model(name: str, options: dict | None = None, source: Path | str | Non
 
 def model_from_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the network a checkpoint was trained as and load its weights (eval mode)."""
-    checkpoint = load_checkpoint(path, map_location)
-    options = dict(checkpoint["model"]["options"])
-    options.pop("pretrained", None)  # the checkpoint's weights replace it; the file may be gone
-    model = build_model(checkpoint["model"]["name"], options, source=path)
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
+    return rebuild_model(load_checkpoint(path, map_location), path).eval()
 
 
-# --------------------------------------------------------------------------- RNG state
+# --------------------------------------------------------------------------- any micml checkpoint
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Global RNG states as tensors and plain values (numpy's key array becomes an int64 tensor)."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-        "python": _plain(random.getstate()),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+# Options that describe how a model was *initialised*, not its architecture: the checkpoint's
+# weights replace them, and the file they name need not exist where the model is used.
+INITIALISATION_OPTIONS = ("pretrained",)
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
-                         numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached"]))
-    random.setstate(_tuples(state["python"]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint with weights and a model description: this format, or an older flat one
+    (`variant` + `model_options`); its digest verified. CheckpointError naming the file otherwise."""
+    path = Path(path)
+    checkpoint = read_weights_file(path, map_location)
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        found = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+        raise CheckpointError(f"{path}: not a micml checkpoint (expected a dict with a 'state_dict', found "
+                              f"{found}); give a checkpoint written by `micml train`")
+    verify_weights(checkpoint, path)
+    return dict(checkpoint)
 
 
-def _plain(value):
-    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+def model_description(checkpoint: Mapping, path: Path | str) -> tuple[str, dict]:
+    """(variant, build options) of a checkpoint: `model: {name, options}`, or the flat
+    `variant` + `model_options` form; initialisation options left out."""
+    model = checkpoint.get("model")
+    if isinstance(model, Mapping) and "name" in model:
+        name, options = model["name"], model.get("options")
+    elif "variant" in checkpoint:
+        name, options = checkpoint["variant"], checkpoint.get("model_options")
+    else:
+        raise CheckpointError(
+            f"{path}: holds weights but no model description (no 'model' or 'variant' entry), as a checkpoint "
+            "of the reference MICML/DSFNet code (model_best.pth) does; convert it first: "
+            f"micml convert-checkpoint {path} converted.pt --model <variant>, then use "
+            "converted.pt (in Python: micml.models.load_reference_checkpoint(micml.models.build(<variant>), path))")
+    options = {key: value for key, value in dict(options or {}).items()
+               if key not in INITIALISATION_OPTIONS and key != "variant"}
+    return str(name), options
 
 
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+def rebuild_model(checkpoint: Mapping, path: Path | str, expected_variant: str | None = None) -> nn.Module:
+    """The model `checkpoint` describes, with its weights; CheckpointError naming `path` when it is
+    of another variant than `expected_variant` or its weights do not fit."""
+    variant, options = model_description(checkpoint, path)
+    if expected_variant is not None and variant != expected_variant:
+        raise CheckpointError(
+            f"{path}: checkpoint holds a {variant!r} model but {expected_variant!r} was asked for; "
+            f"pass a checkpoint trained as {expected_variant!r}, or ask for {variant!r}")
+    model = build_model(variant, options, source=path)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path}: its weights do not fit the {variant!r} model rebuilt from its own options "
+            f"({str(error).splitlines()[0]}); the file comes from an incompatible micml version or was "
+            "modified: re-train or re-download it") from error
+    return model
+
+
+# --------------------------------------------------------------------------- reference checkpoints
+
+
+def convert_reference_checkpoint(source: str | os.PathLike, target: str | os.PathLike, model_name: str, *,
+                                 head_conv: int = 128) -> dict:
+    """Write a reference checkpoint (`model_best.pth`) as a micml checkpoint that `micml test` and
+    `micml detect` load: model `model_name` rebuilt, its weights converted and loaded strictly
+    (`micml.models.checkpoint_keys`), the reference's input normalisation (it trained every model
+    with it), and where it came from. Returns the provenance record. `micml convert-checkpoint` runs this."""
+    import micml  # late: the version; the data and model stacks are not needed to read checkpoints
+    from micml.data.clips import REFERENCE_NORMALISATION
+    from micml.models.checkpoint_keys import load_reference_checkpoint, read_reference_checkpoint
+    from micml.models.registry import build
+
+    source = os.fspath(source)
+    raw = read_reference_file(source)
+    if isinstance(raw, Mapping) and raw.get("format") == FORMAT:
+        raise ValueError(f"{source!r}: is already a {FORMAT} checkpoint; use it as it is")
+    model = build(model_name, head_conv=head_conv)
+    try:
+        load_reference_checkpoint(model, read_reference_checkpoint(raw))
+    except (TypeError, RuntimeError) as error:
+        raise ValueError(f"{source!r}: its weights do not fit model {model_name!r} "
+                         f"({' '.join(str(error).split())[:300]}); give --model the variant it was trained as "
+                         "(a MICML checkpoint also loads as its variant without the training-only motion "
+                         "module)") from None
+    with open(source, "rb") as handle:
+        source_sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    provenance = {"converted_from": source, "source_sha256": source_sha256,
+                  "source_epoch": raw.get("epoch") if isinstance(raw, Mapping) else None,
+                  "converted_by": f"micml {micml.__version__}", "torch": str(torch.__version__)}
+    save_checkpoint(target, {
+        "format": FORMAT,
+        "model": {"name": model_name, "options": {"head_conv": head_conv}, "config": dict(model.config)},
+        "state_dict": model.state_dict(),
+        "normalisation": REFERENCE_NORMALISATION.as_dict(),
+        "provenance": provenance,
+    })
+    return provenance
+
+
+def read_reference_file(path: str | os.PathLike) -> Any:
+    """A reference checkpoint file read by `read_weights_file`; its errors as FileNotFoundError or
+    ValueError (what `micml convert-checkpoint` and `load_reference_checkpoint` report)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {str(path)!r}. Fix: check the path (reference checkpoints "
+                                "are e.g. weights/rsdata/MICML/model_best.pth)")
+    try:
+        return read_weights_file(path)
+    except CheckpointError as error:
+        raise ValueError(str(error)) from None
