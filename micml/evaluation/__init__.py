@@ -5,7 +5,8 @@
 * ``coco_ap50``: COCO box AP through pycocotools (DSFNet's ``test.py`` AP50).
 * ``dronecrowd_lmap``: DroneCrowd VID toolkit L-mAP (greedy point matching, AP at 1..25 px).
 * ``pr_curve_*``: the same matchings over a grid of score thresholds.
-* ``matfiles``: the per-frame .mat files the reference evaluator reads, and COCO results json.
+
+The detection files they read (.mat, COCO results json, CSV) are :mod:`micml.detections`'s.
 """
 
 from micml.evaluation.coco import coco_ap50, coco_image_ids
@@ -21,7 +22,7 @@ from micml.evaluation.dsfnet import (
     precision_recall_f1,
 )
 from micml.evaluation.matching import Matching, box_iou, greedy_point_matches
-from micml.evaluation.matfiles import (
+from micml.detections import (
     DetectionFileError,
     coco_image_index,
     frame_mat_path,
