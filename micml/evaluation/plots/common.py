@@ -16,7 +16,6 @@ from micml.io import atomic_write
 FIGURE_DPI = 100
 SEED_LINESTYLES = ("-", "--", ":", "-.")  # one colour per model, one dash pattern per seed
 # Per model: one path (one run) or {seed: path}.
-# Per model: one path (one run) or {seed: path}.
 RunPaths = Mapping[str, "str | os.PathLike | Mapping[int, str | os.PathLike]"]
 
 

@@ -28,7 +28,6 @@ from micml.evaluation.plots.common import FIGURE_DPI, save_figure
 from micml.evaluation.protocols import SCORE_THRESHOLD, reference_dtype
 
 # RGB, pure so that they stand out on grey satellite ground and can be found in the image.
-# RGB, pure so that they stand out on grey satellite ground and can be found in the image.
 TP_COLOUR = (0, 255, 0)
 FP_COLOUR = (255, 0, 0)
 FN_COLOUR = (255, 255, 0)
