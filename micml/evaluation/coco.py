@@ -28,10 +28,8 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from micml.detections import xyxy_to_xywh
+from micml.detections import CATEGORY_ID, xyxy_to_xywh
 from micml.evaluation.dsfnet import as_box_array, warn_about_unmatched_videos
-
-CATEGORY_ID = 1
 
 Boxes = Mapping[Hashable, Mapping[int, np.ndarray]]
 
