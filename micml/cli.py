@@ -268,7 +268,7 @@ def _evaluate(parser):
                         help="score only the frames that have a .mat file; every output is marked partial")
 
     def run(args):
-        from micml.evaluation.report_tables import evaluate_predictions
+        from micml.evaluation.evaluate import evaluate_predictions
 
         tables = evaluate_predictions(args.dataset, args.predictions, args.split, args.out, protocols=args.protocols,
                                       allow_partial=args.allow_partial)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 SEED_PREFIX = "seed"
 MODEL_FILE = "model.pt"
+TRAINING_LOG_FILE = "log.csv"
 
 
 def run_dir(results: Path | str, dataset: str, model: str, seed: int | str) -> Path:
@@ -32,6 +33,12 @@ def run_dir(results: Path | str, dataset: str, model: str, seed: int | str) -> P
 
 def train_dir(results: Path | str, dataset: str, model: str, seed: int | str) -> Path:
     return run_dir(results, dataset, model, seed) / "train"
+
+
+def training_log(results: Path | str, dataset: str, model: str, seed: int | str) -> Path:
+    """The run's training log (one row per logged iteration and per validation), kept with its
+    resumable state and declared as an output of the train rule, which the training curves read."""
+    return train_dir(results, dataset, model, seed) / TRAINING_LOG_FILE
 
 
 def model_path(results: Path | str, dataset: str, model: str, seed: int | str) -> Path:

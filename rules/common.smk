@@ -54,8 +54,8 @@ def run_pattern(path_of, *args, file=None):
 
 
 def results_root(wildcards, input):
-    """The folder the tables and figures read runs from through micml.layout (they read more
-    files of each run than the rule declares, e.g. train/log.csv and predict.json)."""
+    """The folder the tables and figures find runs in through micml.layout (the rule declares each
+    file they read there as an input)."""
     return RESULTS
 
 
@@ -121,12 +121,11 @@ def dataset_protocols(wildcards):
     return PROTOCOLS[DATASETS[wildcards.dataset]["format"]]
 
 
-def paper_table_inputs(wildcards):
-    """Metrics of every benchmark dataset x model x seed. (`micml paper-tables` tabulates
-    whatever exists without running anything; a run not made yet shows as missing.)"""
-    return expand(
-        run_pattern(layout.metrics_dir, file="summary.json"), dataset=BENCHMARK_DATASETS, model=MODELS, seed=SEEDS
-    )
+def every_run(path_of, *args, file=None, **fixed):
+    """`file` in the folder `path_of` (micml.layout) of every model x seed, and of every benchmark
+    dataset unless `dataset` is fixed (given, or left as the wildcard {dataset})."""
+    names = {"dataset": BENCHMARK_DATASETS, "model": MODELS, "seed": SEEDS, **fixed}
+    return expand(run_pattern(path_of, *args, file=file), **names)
 
 
 def all_targets():

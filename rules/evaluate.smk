@@ -1,5 +1,6 @@
 # Evaluation: each dataset's own protocols on the .mat files of rule export_mat, per-dataset
-# comparison plots, and the paper tables across datasets and models.
+# comparison plots, and the paper tables across datasets and models. Every file a script reads
+# is a declared input; the paths come from micml.layout, as in the scripts.
 
 
 rule evaluate:
@@ -10,6 +11,7 @@ rule evaluate:
     output:
         summary=run_pattern(layout.metrics_dir, file="summary.json"),
         curves=run_pattern(layout.metrics_dir, file="pr_curve.csv"),
+        per_video=run_pattern(layout.metrics_dir, file="dsfnet_f1.csv"),
         f1=report(
             run_pattern(layout.metrics_dir, file="dsfnet_f1.html"),
             caption="../report/metrics_dsfnet_f1.rst",
@@ -53,11 +55,9 @@ rule qualitative:
 
 rule dataset_plots:
     input:
-        curves=expand(
-            run_pattern(layout.metrics_dir, file="pr_curve.csv"), model=MODELS, seed=SEEDS, allow_missing=True
-        ),
-        f1=expand(run_pattern(layout.metrics_dir, file="summary.json"), model=MODELS, seed=SEEDS, allow_missing=True),
-        models=expand(run_pattern(layout.model_path), model=MODELS, seed=SEEDS, allow_missing=True),
+        curves=every_run(layout.metrics_dir, file="pr_curve.csv", dataset="{dataset}"),
+        per_video=every_run(layout.metrics_dir, file="dsfnet_f1.csv", dataset="{dataset}"),
+        logs=every_run(layout.training_log, dataset="{dataset}"),
     output:
         pr=report(
             "results/{dataset}/plots/pr_curves.png",
@@ -94,7 +94,9 @@ rule dataset_plots:
 
 rule paper_tables:
     input:
-        metrics=paper_table_inputs,
+        summaries=every_run(layout.metrics_dir, file="summary.json"),
+        per_video=every_run(layout.metrics_dir, file="dsfnet_f1.csv"),
+        speeds=every_run(layout.predictions_dir, SPLIT, file="predict.json"),
         models="results/tables/models.csv",
     output:
         main=report(

@@ -1,5 +1,6 @@
 # Training: one job per dataset x model x seed. Resumable state lives in .../train/ (not a
-# declared output, so Snakemake never deletes it); the declared output is the best checkpoint.
+# declared output, so Snakemake never deletes it); the declared outputs are the best checkpoint
+# and the training log the plots read, flagged update: a resumed run keeps its rows.
 
 
 rule train:
@@ -8,6 +9,7 @@ rule train:
         weights=backbone_weights_input,
     output:
         model=run_pattern(layout.model_path),
+        log=update(run_pattern(layout.training_log)),
     log:
         "logs/train/{dataset}/{model}/seed{seed}.log",
     benchmark:

@@ -97,7 +97,15 @@ def test_schema_enums_are_the_catalog_names():
         "config/schema.yaml `datasets.*.format.enum` differs from micml/catalog.py: copy micml.catalog.FORMATS there")
 
 
-@pytest.mark.parametrize("module", ["micml.catalog", "micml.evaluation", "micml.evaluation.paper"])
+TORCH_FREE_MODULES = ["micml.catalog", "micml.layout", "micml.tables", "micml.detections", "micml.evaluation",
+                      "micml.evaluation.evaluate", "micml.evaluation.protocols", "micml.evaluation.paper",
+                      *[f"micml.evaluation.paper.{name}" for name in ("runs", "aggregate", "display", "main", "paired",
+                                                                       "per_video", "ablation", "efficiency")],
+                      "micml.evaluation.plots",
+                      *[f"micml.evaluation.plots.{name}" for name in ("common", "curves", "training", "qualitative")]]
+
+
+@pytest.mark.parametrize("module", TORCH_FREE_MODULES)
 def test_names_and_evaluation_import_without_torch(module):
     """The workflow and the evaluate env (no torch) import these."""
     check = f"import sys, {module}; assert 'torch' not in sys.modules, sorted(sys.modules)"
@@ -120,3 +128,17 @@ def test_training_config_fields_are_the_schema_training_keys():
 
     assert sorted(field.name for field in fields(TrainingConfig)) == sorted(training_defaults())
     assert TrainingConfig.from_mapping({}).as_dict() == training_defaults() | {"crop_size": [96, 96]}
+
+
+def test_inference_imports_nothing_from_evaluation():
+    """Inference writes detections through micml.detections; evaluation reads them the same way."""
+    import ast
+
+    package = SCHEMA_PATH.parent.parent / "micml" / "inference"
+    crossing = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            crossing += [f"{path.name}: {name}" for name in names if name.startswith("micml.evaluation")]
+    assert crossing == [], "inference imports evaluation; move what it needs into micml.detections"

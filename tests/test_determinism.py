@@ -22,7 +22,7 @@ import yaml
 
 from micml.cli import main as micml
 from micml.checkpoint import load_checkpoint
-from micml.evaluation.report_tables import evaluate_predictions
+from micml.evaluation.evaluate import evaluate_predictions
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_CONFIG = REPO / ".test" / "config.yaml"

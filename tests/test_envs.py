@@ -209,7 +209,7 @@ from micml import layout
 from micml.data.unified import UnifiedWriter
 from micml.evaluation import frame_mat_path, write_frame_mat
 from micml.evaluation.paper import write_paper_tables
-from micml.evaluation.report_tables import evaluate_predictions
+from micml.evaluation.evaluate import evaluate_predictions
 
 root = Path(sys.argv[2])
 writer = UnifiedWriter(root / "data" / "toy", protocols=("dsfnet_f1", "coco_ap50", "centre_distance"))

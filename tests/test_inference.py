@@ -24,7 +24,7 @@ from micml.checkpoint import weights_digest
 from micml.data.clips import SEQ_LEN, clip_frame_indices, normalise, pad_to_multiple
 from micml.data.unified import DatasetError, UnifiedDataset, UnifiedWriter, read_image
 from micml.checkpoint import CheckpointError
-from micml.evaluation.matfiles import DetectionFileError, coco_image_index, read_frame_mat, write_coco_results
+from micml.detections import DetectionFileError, coco_image_index, export_mat_tree, read_frame_mat, write_coco_results
 from micml.inference import (
     InputError,
     TiledDetector,
@@ -39,7 +39,6 @@ from micml.inference import (
 )
 from micml.inference.decode import NOT_A_PEAK
 from micml.inference.detect import draw_detections
-from micml.inference.export import export_mat_tree
 from micml.inference.tiling import axis_tiling, round_up
 
 RECEPTIVE_RADIUS = 2  # two 3x3 convolutions

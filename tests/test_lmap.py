@@ -20,8 +20,8 @@ from micml.data.converters import convert_dronecrowd
 from micml.data.unified import UnifiedDataset
 from micml.evaluation import frame_mat_path, write_frame_mat
 from micml.evaluation.points import dronecrowd_lmap
-from micml.evaluation.report_tables import (box_centre_points, evaluate_predictions, ground_truth_boxes,
-                                            ground_truth_points)
+from micml.evaluation.evaluate import evaluate_predictions, ground_truth_boxes, ground_truth_points
+from micml.evaluation.protocols import box_centre_points
 
 THRESHOLDS = range(1, 26)
 

@@ -28,7 +28,7 @@ from micml.evaluation.plots import (
     plot_qualitative,
     plot_training_curves,
 )
-from micml.evaluation.report_tables import evaluate_predictions
+from micml.evaluation.evaluate import evaluate_predictions
 
 GREY = 128
 

@@ -16,7 +16,7 @@ from micml import layout
 from micml.cli import main as micml
 from micml.data.unified import UnifiedWriter
 from micml.evaluation.paper import write_paper_tables
-from micml.evaluation.report_tables import IncompletePredictionsError, evaluate_predictions
+from micml.evaluation.evaluate import IncompletePredictionsError, evaluate_predictions
 from test_bad_input import one_line_error
 from test_reliability_paths import snapshot
 from test_reports import GT, PREDICTIONS, grey_frames, toy_dataset, write_predictions  # noqa: F401 (fixture)

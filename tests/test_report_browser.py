@@ -78,7 +78,7 @@ SNAKEFILE = textwrap.dedent(f"""
                         category="Paper tables"),
         run:
             import pandas as pd
-            from micml.evaluation.report_tables import TableDocument, TableSection
+            from micml.tables import TableDocument, TableSection
 
             frame = pd.DataFrame({{"method": ["alpha", "beta"], "F1 IoU>0": [87.25, float("nan")]}})
             TableDocument("Detection accuracy", frame, [TableSection("toy", frame)],

@@ -14,13 +14,8 @@ from micml import layout
 from micml.data.unified import UnifiedWriter
 from micml.evaluation import frame_mat_path, write_frame_mat
 from micml.evaluation.paper import paper_table_files, write_paper_tables
-from micml.evaluation.report_tables import (
-    EvaluationSetupError,
-    TableDocument,
-    TableSection,
-    evaluate_predictions,
-    metric_files,
-)
+from micml.evaluation.evaluate import EvaluationSetupError, evaluate_predictions, metric_files
+from micml.tables import TableDocument, TableSection
 
 EPS = 1e-7
 

@@ -5,9 +5,21 @@
 * ``coco_ap50``: COCO box AP through pycocotools (DSFNet's ``test.py`` AP50).
 * ``dronecrowd_lmap``: DroneCrowd VID toolkit L-mAP (greedy point matching, AP at 1..25 px).
 * ``pr_curve_*``: the same matchings over a grid of score thresholds.
-* ``matfiles``: the per-frame .mat files the reference evaluator reads, and COCO results json.
+
+The detection files they read (.mat, COCO results json, CSV) are :mod:`micml.detections`'s.
 """
 
+from micml.detections import (
+    DetectionFileError,
+    coco_image_index,
+    frame_mat_path,
+    read_coco_results,
+    read_detection_dir,
+    read_frame_mat,
+    write_coco_results,
+    write_detection_dir,
+    write_frame_mat,
+)
 from micml.evaluation.coco import coco_ap50, coco_image_ids
 from micml.evaluation.dsfnet import (
     EvaluationInputError,
@@ -21,17 +33,6 @@ from micml.evaluation.dsfnet import (
     precision_recall_f1,
 )
 from micml.evaluation.matching import Matching, box_iou, greedy_point_matches
-from micml.evaluation.matfiles import (
-    DetectionFileError,
-    coco_image_index,
-    frame_mat_path,
-    read_coco_results,
-    read_detection_dir,
-    read_frame_mat,
-    write_coco_results,
-    write_detection_dir,
-    write_frame_mat,
-)
 from micml.evaluation.points import dronecrowd_lmap, pr_curve_points, voc_ap
 
 __all__ = [

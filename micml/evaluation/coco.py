@@ -28,9 +28,8 @@ from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
+from micml.detections import CATEGORY_ID, xyxy_to_xywh
 from micml.evaluation.dsfnet import as_box_array, warn_about_unmatched_videos
-
-CATEGORY_ID = 1
 
 Boxes = Mapping[Hashable, Mapping[int, np.ndarray]]
 
@@ -42,12 +41,6 @@ def coco_image_ids(ground_truth: Boxes) -> dict[tuple[Hashable, int], int]:
         for frame in sorted(frames):
             ids[(video, frame)] = len(ids) + 1
     return ids
-
-
-def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    xywh = np.asarray(boxes[:, :4], dtype=np.float64).copy()
-    xywh[:, 2:] -= xywh[:, :2]
-    return xywh
 
 
 def gt_dataset(ground_truth: Boxes, image_ids: Mapping[tuple[Hashable, int], int]) -> dict:

@@ -7,9 +7,9 @@
 * `detect(video_or_folder, checkpoint, out_dir)`: the same on a user's own video.
 """
 
+from micml.detections import DetectionWriter
 from micml.inference.decode import REFERENCE_TOP_K, decode, decode_batch
 from micml.inference.detect import InputError, detect, open_frames
-from micml.inference.export import DetectionWriter
 from micml.inference.nms import iou_plus_one, soft_nms_gaussian
 from micml.inference.predict import CheckpointError, load_detector, predict_split, rolling_clips
 from micml.inference.tiling import TiledDetector, TileLayout, tile_layout

@@ -32,8 +32,8 @@ import numpy as np
 from tqdm import tqdm
 
 from micml.data.unified import decode_image
+from micml.detections import COCO_RESULTS_FILE, CSV_FILE, DetectionWriter
 from micml.inference.decode import REFERENCE_TOP_K
-from micml.inference.export import COCO_RESULTS_FILE, CSV_FILE, DetectionWriter
 from micml.inference.predict import load_detector, rolling_clips
 from micml.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TiledDetector
 from micml.paths import check_output_apart

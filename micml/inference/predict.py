@@ -32,9 +32,8 @@ import micml
 from micml.data.clips import SEQ_LEN, Normalisation
 from micml.data.unified import PARTIAL_SUFFIX, RETIRED_SUFFIX, UnifiedDataset, read_image, replace_folder
 from micml.checkpoint import CheckpointError, read_checkpoint, rebuild_model, weights_digest
-from micml.evaluation.matfiles import PREDICT_SUMMARY, coco_image_index
+from micml.detections import PREDICT_SUMMARY, DetectionWriter, coco_image_index
 from micml.inference.decode import REFERENCE_TOP_K
-from micml.inference.export import DetectionWriter
 from micml.inference.tiling import DEFAULT_OVERLAP, TiledDetector
 from micml.models import optimize_for_inference
 from micml.paths import check_output_apart

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from micml.evaluation.report_tables import evaluate_predictions
+from micml.evaluation.evaluate import evaluate_predictions
 from micml.workflow import logged
 
 with logged(snakemake.log[0]):

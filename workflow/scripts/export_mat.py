@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from micml.data.unified import UnifiedDataset
-from micml.inference.export import export_mat_tree
+from micml.detections import export_mat_tree
 from micml.workflow import logged
 
 with logged(snakemake.log[0]):
