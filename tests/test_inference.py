@@ -20,10 +20,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import micml.models
-from micml.checkpoint import weights_digest
 from micml.data.clips import SEQ_LEN, clip_frame_indices, normalise, pad_to_multiple
 from micml.data.unified import DatasetError, UnifiedDataset, UnifiedWriter, read_image
-from micml.checkpoint import CheckpointError
+from micml.checkpoint import CheckpointError, weights_digest
 from micml.detections import DetectionFileError, coco_image_index, export_mat_tree, read_frame_mat, write_coco_results
 from micml.inference import (
     InputError,
