@@ -1,5 +1,9 @@
 # Data stage: native tree (synthetic, downloaded, or placed by the user) -> unified layout
 # -> per-dataset summary.
+#
+# results/data/<dataset>/meta.json stands for the whole unified dataset (frames and annotations):
+# the converter writes it last and swaps the finished tree in at once (micml.data.unified), so a
+# rule that reads frames or annotations declares meta.json as its input.
 
 
 rule synthesize:

@@ -34,7 +34,7 @@ rule export_mat:
     log:
         "logs/export_mat/{dataset}/{model}/seed{seed}.log",
     conda:
-        "../envs/torch.yaml"  # micml.inference imports torch
+        "../envs/evaluate.yaml"  # micml.detections needs no torch
     params:
         split=SPLIT,
     script:
