@@ -2,8 +2,10 @@
 
 Frames are 1-based, (x, y) is the top-left corner, w and h the size in pixels; the last three
 columns (3-D position, unused in 2-D tracking) are -1. A detections file (det.txt) has the same
-columns with id -1. Lines are sorted by frame, which the reader checks: a file out of order was
-written by something else and would be tracked wrongly.
+columns with id -1. Tracker output and detections are sorted by frame, which the reader checks
+(a file out of order was written by something else and would be tracked wrongly); ground-truth
+files are often sorted by id instead, and are read with `by_frame=False`. An id may appear once
+per frame.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def write_mot(path: str | os.PathLike, tracks: np.ndarray) -> None:
     io.write_text(path, "".join(line + "\n" for line in lines))
 
 
-def read_mot(path: str | os.PathLike) -> np.ndarray:
-    """A MOTChallenge file -> rows (frame, id, x1, y1, x2, y2, score), float64, in file order."""
+def read_mot(path: str | os.PathLike, *, by_frame: bool = True) -> np.ndarray:
+    """A MOTChallenge file -> rows (frame, id, x1, y1, x2, y2, score), float64, in file order;
+    `by_frame` refuses a file whose frames go backwards."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -45,12 +48,23 @@ def read_mot(path: str | os.PathLike) -> np.ndarray:
         if not line.strip():
             continue
         row = _parse_line(path, number, line)
-        if row[0] < previous_frame:
+        if by_frame and row[0] < previous_frame:
             raise TrackFileError(f"{path}: line {number} has frame {int(row[0])} after frame {int(previous_frame)}; "
                                  "sort the lines by frame (e.g. `sort -t, -k1,1n -k2,2n`)")
         previous_frame = row[0]
         rows.append(row)
-    return np.asarray(rows, np.float64).reshape(-1, 7)
+    table = np.asarray(rows, np.float64).reshape(-1, 7)
+    _check_unique_ids(path, table)
+    return table
+
+
+def _check_unique_ids(path: Path, table: np.ndarray) -> None:
+    tracked = table[table[:, 1] >= 0]
+    pairs, counts = np.unique(tracked[:, :2], axis=0, return_counts=True)
+    if (counts > 1).any():
+        frame, track = pairs[np.argmax(counts > 1)]
+        raise TrackFileError(f"{path}: id {int(track)} appears {counts.max()} times in frame {int(frame)}; "
+                             "give each track one box per frame")
 
 
 def _parse_line(path: Path, number: int, line: str) -> list[float]:
