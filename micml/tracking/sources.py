@@ -31,3 +31,7 @@ def ground_truth_rows(video: Video) -> np.ndarray:
     rows = [np.column_stack([np.full(len(boxes), frame), video.track_ids[frame], boxes, np.ones(len(boxes))])
             for frame, boxes in sorted(video.boxes.items()) if len(boxes)]
     return np.concatenate(rows).astype(np.float64) if rows else np.zeros((0, 7))
+
+
+def frame_path(dataset_root: str | os.PathLike, video: str, frame: int):
+    return UnifiedDataset(dataset_root).frame_path(video, frame)
