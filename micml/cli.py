@@ -221,13 +221,24 @@ def _detect(parser):
     parser.add_argument("--out", type=Path, default=Path("detections"), help="output folder")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="boxes drawn in the video above this")
     parser.add_argument("--no-video", action="store_true", help="skip the annotated video")
+    parser.add_argument("--track", action="store_true",
+                        help="also track and count the objects: detections.csv gains track_id, tracks.txt "
+                             "(MOTChallenge) and counts.csv (objects per frame) are written, the video draws "
+                             "ids and trails")
+    parser.add_argument("--max-distance", type=float,
+                        help="with --track: pixels from its predicted centre a detection may lie and still "
+                             "continue a track (default: micml.tracking.TrackerSettings'; raise it for fast objects)")
     add_tiling_arguments(parser, tile_default=512)
 
     def run(args):
         from micml.inference.detect import detect
 
+        from micml.tracking import TrackerSettings
+
+        chosen = {"max_distance": args.max_distance} if args.max_distance is not None else {}
+        track = TrackerSettings(min_score=args.score_threshold, **chosen) if args.track else None
         print(detect(args.source, args.checkpoint, args.out, score_threshold=args.score_threshold,
-                     annotate=not args.no_video, **tiling_options(args)))
+                     annotate=not args.no_video, track=track, **tiling_options(args)))
     parser.set_defaults(run=run)
 
 
