@@ -183,3 +183,56 @@ def test_tracking_imports_without_torch():
     code = ("import sys, micml.tracking, micml.tracking.pipeline, micml.tracking.metrics, "
             "micml.tracking.counting, micml.tracking.trails; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def unified_dataset(root, with_ids: bool):
+    """A test split of one 6-frame video with two moving objects."""
+    from micml.data.unified import UnifiedWriter
+
+    gt = np.concatenate([box_rows(1, list(range(1, 7)), (4, 4), (6, 0)), box_rows(2, list(range(1, 7)), (4, 40), (5, 1))])
+    boxes = {frame: rows[:, 2:6].astype(np.float32) for frame, rows in frames_of(gt).items()}
+    ids = {frame: rows[:, 1].astype(np.int64) for frame, rows in frames_of(gt).items()} if with_ids else None
+    writer = UnifiedWriter(root)
+    writer.add_video("v", "test", [np.zeros((64, 80, 3), np.uint8)] * 6, boxes, ids)
+    return writer.commit(), gt
+
+
+@pytest.mark.parametrize("with_ids", [True, False])
+def test_run_tracking_table_and_paper_table(tmp_path, with_ids):
+    from micml import layout
+    from micml.tracking.pipeline import NO_IDS_NOTE
+    from micml.tracking.report import paper_tracking_table, write_run_tracking
+
+    root, gt = unified_dataset(tmp_path / "data", with_ids)
+    results = tmp_path / "results"
+    tracks_dir = layout.tracks_dir(results, "d", "m", 0, "test")
+    write_mot(tracks_dir / "v.txt", gt)  # the ground truth as tracks: a perfect tracker
+    table = write_run_tracking(tracks_dir, root, "test", 0.5, layout.tracking_metrics_path(results, "d", "m", 0, "csv"),
+                               layout.tracking_metrics_path(results, "d", "m", 0, "md"))
+    assert list(table["video"]) == ["v", "COMBINED"]
+    paper = paper_tracking_table(results, ["d"], ["m", "absent"], [0]).set_index("model")
+    assert paper.loc["m", "count_MAE"] == 0 and paper.loc["m", "objects_found"] == 2
+    assert paper.loc["absent", "seeds"] == 0 and math.isnan(paper.loc["absent", "count_MAE"])
+    if with_ids:
+        assert paper.loc["m", "MOTA"] == 1 and paper.loc["m", "IDSW"] == 0 and paper.loc["m", "objects_true"] == 2
+        assert paper.loc["m", "note"] == ""
+    else:
+        assert math.isnan(paper.loc["m", "HOTA"]) and math.isnan(paper.loc["m", "objects_true"])
+        assert paper.loc["m", "note"] == NO_IDS_NOTE
+        assert NO_IDS_NOTE in layout.tracking_metrics_path(results, "d", "m", 0, "md").read_text()
+
+
+def test_schema_and_config_defaults_are_the_tracker_defaults():
+    import dataclasses
+
+    import yaml
+
+    from micml.config import REPO_ROOT, load_config
+    from micml.tracking.metrics import MOT_THRESHOLD
+
+    schema = yaml.safe_load((REPO_ROOT / "config" / "schema.yaml").read_text())["properties"]["tracking"]["properties"]
+    config = load_config(REPO_ROOT / "config" / "config.yaml")["tracking"]
+    for field in dataclasses.fields(TrackerSettings):
+        assert schema[field.name]["default"] == field.default == config[field.name], field.name
+    assert schema["iou_threshold"]["default"] == MOT_THRESHOLD == config["iou_threshold"]
+    assert set(schema) == {field.name for field in dataclasses.fields(TrackerSettings)} | {"iou_threshold"}

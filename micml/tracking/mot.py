@@ -27,8 +27,10 @@ class TrackFileError(ValueError):
 
 
 def write_mot(path: str | os.PathLike, tracks: np.ndarray) -> None:
-    """Write rows (frame, id, x1, y1, x2, y2, score) as a MOTChallenge file (atomically)."""
+    """Write rows (frame, id, x1, y1, x2, y2, score) as a MOTChallenge file (atomically), by
+    frame then id."""
     tracks = np.asarray(tracks, np.float64).reshape(-1, 7)
+    tracks = tracks[np.lexsort((tracks[:, 1], tracks[:, 0]))]
     lines = [f"{int(frame)},{int(track)},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{score:.4f},-1,-1,-1"
              for frame, track, x1, y1, x2, y2, score in tracks.tolist()]
     io.write_text(path, "".join(line + "\n" for line in lines))
