@@ -166,7 +166,8 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     assert set(tracking["model"]) == set(config["models"]) and (tracking["seeds"] >= 1).all()
     for dataset in set(tracking["dataset"]):
         assert layout.track_trails_figure(tmp_path / "results", dataset).stat().st_size > 1_000
-        tracks_dir = layout.tracks_dir(tmp_path / "results", dataset, config["models"][0], config["seeds"][0], "test")
+        seed = load_config(TEST_CONFIG)["seeds"][0]
+        tracks_dir = layout.tracks_dir(tmp_path / "results", dataset, config["models"][0], seed, "test")
         assert sorted(tracks_dir.glob("*.txt")), tracks_dir
     report = snakemake("--report", "report.html", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
     assert (tmp_path / "report.html").stat().st_size > 100_000, report.stderr
