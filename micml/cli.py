@@ -242,6 +242,28 @@ def _detect(parser):
     parser.set_defaults(run=run)
 
 
+@subcommand("tune-tracking", "choose the tracker's settings on a run's val-split detections")
+def _tune_tracking(parser):
+    parser.description = ("Track a run's val-split detections (the mat/ folder `micml test --split val` writes) "
+                          "with every combination of a grid of tracker settings and rank them by HOTA against "
+                          "the dataset's track ids; the test split is refused. Put the winner under `tracking:` "
+                          "in config/config.yaml.")
+    parser.add_argument("mat", type=Path, help="predictions/val/mat folder of a run")
+    parser.add_argument("dataset", type=Path, help="unified dataset folder (results/data/<dataset>)")
+    parser.add_argument("--split", default="val", help="split the detections are of (default val; never test)")
+    parser.add_argument("--top", type=int, default=10, help="rows of the ranking to print")
+    parser.add_argument("--out", type=Path, help="also write the whole ranking as CSV")
+
+    def run(args):
+        from micml.tracking.tune import tune
+
+        ranking = tune(args.mat, args.dataset, args.split)
+        if args.out:
+            ranking.to_csv(args.out, index=False)
+        print(ranking.head(args.top).to_string())
+    parser.set_defaults(run=run)
+
+
 @subcommand("convert-checkpoint", "reference MICML/DSFNet model_best.pth -> micml checkpoint")
 def _convert_checkpoint(parser):
     parser.description = ("Write a checkpoint of the reference MICML/DSFNet code (model_best.pth) as a micml "

@@ -236,3 +236,24 @@ def test_schema_and_config_defaults_are_the_tracker_defaults():
         assert schema[field.name]["default"] == field.default == config[field.name], field.name
     assert schema["iou_threshold"]["default"] == MOT_THRESHOLD == config["iou_threshold"]
     assert set(schema) == {field.name for field in dataclasses.fields(TrackerSettings)} | {"iou_threshold"}
+
+
+def test_tuning_ranks_settings_on_val_and_refuses_test(tmp_path):
+    from micml.data.unified import UnifiedWriter
+    from micml.evaluation.matfiles import write_detection_dir
+    from micml.tracking.tune import TuningError, tune
+
+    frames = list(range(1, 9))
+    gt = np.concatenate([box_rows(1, frames, (4, 4), (10, 0)), box_rows(2, frames, (4, 40), (9, 1))])
+    writer = UnifiedWriter(tmp_path / "data")
+    writer.add_video("v", "val", [np.zeros((64, 100, 3), np.uint8)] * len(frames),
+                     {f: rows[:, 2:6].astype(np.float32) for f, rows in frames_of(gt).items()},
+                     {f: rows[:, 1].astype(np.int64) for f, rows in frames_of(gt).items()})
+    root = writer.commit()
+    write_detection_dir(tmp_path / "mat", {"v": as_detections(gt)})
+    ranking = tune(tmp_path / "mat", root, "val", grid={"max_distance": (4.0, 20.0), "min_hits": (1,)})
+    # 10 px per frame: only the wider gate follows the objects from their first frame on
+    assert list(ranking["max_distance"]) == [20.0, 4.0]
+    assert ranking.loc[0, "HOTA"] == pytest.approx(1.0) and ranking.loc[1, "HOTA"] < 0.9
+    with pytest.raises(TuningError, match="test split"):
+        tune(tmp_path / "mat", root, "test")
