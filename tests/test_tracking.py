@@ -51,7 +51,7 @@ def test_ground_truth_as_detections_scores_perfectly():
     gt = np.concatenate([box_rows(1, frames, (10, 10), (11, 0)), box_rows(2, frames, (300, 40), (-9, 4)),
                          box_rows(3, frames, (50, 200), (0.5, -0.5)), box_rows(4, frames, (400, 400), (0, 0)),
                          box_rows(5, frames[:12], (100, 300), (6, 6))])
-    tracks = track_frames(as_detections(gt))
+    tracks = track_frames(as_detections(gt), TrackerSettings(max_distance=16))  # the gate covers 11 px per frame
     result = scores(gt, tracks, len(frames))
     assert result["MOTA"] == 1.0 and result["IDF1"] == 1.0 and result["IDSW"] == 0
     assert result["HOTA"] == pytest.approx(1.0)
@@ -61,14 +61,14 @@ def test_crossing_objects_keep_their_ids():
     frames = list(range(1, 21))
     # their paths cross at frame 11, where their boxes overlap by more than half
     left, right = box_rows(1, frames, (0, 105), (8, 0.5)), box_rows(2, frames, (160, 112), (-8, 0))
-    tracks = track_frames(as_detections(np.concatenate([left, right])))
+    tracks = track_frames(as_detections(np.concatenate([left, right])), TrackerSettings(max_distance=12))
     assert len(set(ids_over_time(tracks, left))) == 1 and -1 not in ids_over_time(tracks, left)
     assert len(set(ids_over_time(tracks, right))) == 1 and -1 not in ids_over_time(tracks, right)
     assert ids_over_time(tracks, left)[0] != ids_over_time(tracks, right)[0]
 
 
 def test_two_frame_dropout_keeps_the_id():
-    settings = TrackerSettings(max_misses=2)
+    settings = TrackerSettings(max_misses=2, max_distance=12)
     frames = list(range(1, 16))
     gt = box_rows(1, frames, (20, 20), (10, 3))
     seen = gt[~np.isin(gt[:, 0], [7, 8])]  # missed in frames 7 and 8, back in 9 where predicted
@@ -83,7 +83,7 @@ def test_dropout_longer_than_allowed_ends_the_track():
     seen = seen[~np.isin(seen[:, 0], [7, 8, 9])]
     detections = as_detections(seen)
     tracks = track_frames({frame: detections.get(frame, np.zeros((0, 5))) for frame in frames},
-                          TrackerSettings(max_misses=2))
+                          TrackerSettings(max_misses=2, max_distance=12))
     assert set(tracks[:, 1]) == {1, 2}
 
 
@@ -189,7 +189,7 @@ def unified_dataset(root, with_ids: bool):
     """A test split of one 6-frame video with two moving objects."""
     from micml.data.unified import UnifiedWriter
 
-    gt = np.concatenate([box_rows(1, list(range(1, 7)), (4, 4), (6, 0)), box_rows(2, list(range(1, 7)), (4, 40), (5, 1))])
+    gt = np.concatenate([box_rows(1, list(range(1, 7)), (4, 4), (4, 0)), box_rows(2, list(range(1, 7)), (4, 40), (3, 1))])
     boxes = {frame: rows[:, 2:6].astype(np.float32) for frame, rows in frames_of(gt).items()}
     ids = {frame: rows[:, 1].astype(np.int64) for frame, rows in frames_of(gt).items()} if with_ids else None
     writer = UnifiedWriter(root)
