@@ -11,9 +11,11 @@
 #       predictions/{split}/                   mat/{video}/{frame:06d}.mat, detections.json, .csv, predict.json
 #       metrics/                               one table per protocol (csv, md, html), pr_curve.csv, summary.json
 #       plots/                                 qualitative.png (TP/FP/FN)
-#   results/{dataset}/plots/                   pr_curves.png, per_video_f1.png, training_curves.png (models x seeds)
+#       tracks/{split}/{video}.txt             MOTChallenge tracks; metrics/tracking.{csv,md} scores them
+#   results/{dataset}/plots/                   pr_curves.png, per_video_f1.png, training_curves.png (models x seeds),
+#                                              track_trails.png
 #   results/ops/dcn_check.{json,md}            deformable-convolution check on this machine
-#   results/tables/                            models.*, paper_{main,paired,per_video_*,ablation,efficiency}.*
+#   results/tables/                            models.*, paper_{main,paired,per_video_*,ablation,efficiency,tracking}.*
 import sys
 
 from snakemake.utils import min_version
@@ -38,6 +40,7 @@ include: "rules/weights.smk"
 include: "rules/train.smk"
 include: "rules/test.smk"
 include: "rules/evaluate.smk"
+include: "rules/track.smk"
 
 
 report: "report/workflow.rst"

@@ -222,13 +222,46 @@ def _detect(parser):
     parser.add_argument("--out", type=Path, default=Path("detections"), help="output folder")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="boxes drawn in the video above this")
     parser.add_argument("--no-video", action="store_true", help="skip the annotated video")
+    parser.add_argument("--track", action="store_true",
+                        help="also track and count the objects: detections.csv gains track_id, tracks.txt "
+                             "(MOTChallenge) and counts.csv (objects per frame) are written, the video draws "
+                             "ids and trails")
+    parser.add_argument("--max-distance", type=float,
+                        help="with --track: pixels from its predicted centre a detection may lie and still "
+                             "continue a track (default: micml.tracking.TrackerSettings'; raise it for fast objects)")
     add_tiling_arguments(parser, tile_default=512)
 
     def run(args):
         from micml.inference.detect import detect
 
+        from micml.tracking import TrackerSettings
+
+        chosen = {"max_distance": args.max_distance} if args.max_distance is not None else {}
+        track = TrackerSettings(min_score=args.score_threshold, **chosen) if args.track else None
         print(detect(args.source, args.checkpoint, args.out, score_threshold=args.score_threshold,
-                     annotate=not args.no_video, **tiling_options(args)))
+                     annotate=not args.no_video, track=track, **tiling_options(args)))
+    parser.set_defaults(run=run)
+
+
+@subcommand("tune-tracking", "choose the tracker's settings on a run's val-split detections")
+def _tune_tracking(parser):
+    parser.description = ("Track a run's val-split detections (the mat/ folder `micml test --split val` writes) "
+                          "with every combination of a grid of tracker settings and rank them by HOTA against "
+                          "the dataset's track ids; the test split is refused. Put the winner under `tracking:` "
+                          "in config/config.yaml.")
+    parser.add_argument("mat", type=Path, help="predictions/val/mat folder of a run")
+    parser.add_argument("dataset", type=Path, help="unified dataset folder (results/data/<dataset>)")
+    parser.add_argument("--split", default="val", help="split the detections are of (default val; never test)")
+    parser.add_argument("--top", type=int, default=10, help="rows of the ranking to print")
+    parser.add_argument("--out", type=Path, help="also write the whole ranking as CSV")
+
+    def run(args):
+        from micml.tracking.tune import tune
+
+        ranking = tune(args.mat, args.dataset, args.split)
+        if args.out:
+            ranking.to_csv(args.out, index=False)
+        print(ranking.head(args.top).to_string())
     parser.set_defaults(run=run)
 
 

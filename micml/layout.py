@@ -6,10 +6,11 @@ results/<dataset>/<model>/seed<seed>/                    one training run and ev
     train/                                               resumable state: last.pt, best.pt, log.csv, run.json
     model.pt                                             best checkpoint (by val F1)
     predictions/<split>/                                 predict.json, detections.{csv,json}, mat/
-    metrics/                                             summary.json and one table per protocol
+    metrics/                                             summary.json, one table per protocol, tracking.{csv,md}
     plots/                                               qualitative.png
-results/<dataset>/plots/                                 per-dataset figures over models and seeds
-results/tables/                                          the paper tables
+    tracks/<split>/<video>.txt                           MOTChallenge tracks of the split's detections
+results/<dataset>/plots/                                 per-dataset figures over models and seeds (track_trails.png)
+results/tables/                                          the paper tables (paper_tracking.{csv,md})
 ```
 
 Every function takes the results folder and the names; given Snakemake wildcards as text
@@ -24,6 +25,9 @@ from pathlib import Path
 SEED_PREFIX = "seed"
 MODEL_FILE = "model.pt"
 TRAINING_LOG_FILE = "log.csv"
+TRACKING_METRICS = "tracking"  # metrics/tracking.{csv,md}: per video and COMBINED
+TRACK_TRAILS_FIGURE = "track_trails.png"
+PAPER_TRACKING = "paper_tracking"
 
 
 def run_dir(results: Path | str, dataset: str, model: str, seed: int | str) -> Path:
@@ -63,3 +67,20 @@ def dataset_plots_dir(results: Path | str, dataset: str) -> Path:
 
 def tables_dir(results: Path | str) -> Path:
     return Path(results) / "tables"
+
+
+def tracks_dir(results: Path | str, dataset: str, model: str, seed: int | str, split: str) -> Path:
+    """MOTChallenge files of one run's split, `<video>.txt` each."""
+    return run_dir(results, dataset, model, seed) / "tracks" / split
+
+
+def tracking_metrics_path(results: Path | str, dataset: str, model: str, seed: int | str, ext: str) -> Path:
+    return metrics_dir(results, dataset, model, seed) / f"{TRACKING_METRICS}.{ext}"
+
+
+def track_trails_figure(results: Path | str, dataset: str) -> Path:
+    return dataset_plots_dir(results, dataset) / TRACK_TRAILS_FIGURE
+
+
+def paper_tracking_table(results: Path | str, ext: str) -> Path:
+    return tables_dir(results) / f"{PAPER_TRACKING}.{ext}"

@@ -128,6 +128,18 @@ def every_run(path_of, *args, file=None, **fixed):
     return expand(run_pattern(path_of, *args, file=file), **names)
 
 
+def paper_tracking_inputs(wildcards):
+    """Tracking metrics of every benchmark dataset x model x seed."""
+    return expand(
+        run_pattern(layout.tracking_metrics_path, "csv"), dataset=BENCHMARK_DATASETS, model=MODELS, seed=SEEDS
+    )
+
+
+def track_trails_inputs(wildcards):
+    """Tracks of every model's first-seed run on the dataset (one panel each)."""
+    return expand(run_pattern(layout.tracks_dir, SPLIT), dataset=wildcards.dataset, model=MODELS, seed=SEEDS[0])
+
+
 def all_targets():
     targets = [
         "results/ops/dcn_check.json",
@@ -139,4 +151,6 @@ def all_targets():
     )
     targets += expand("results/{dataset}/plots/pr_curves.png", dataset=BENCHMARK_DATASETS)
     targets.append("results/tables/paper_main.html")
+    targets += [str(layout.paper_tracking_table(RESULTS, ext)) for ext in ("csv", "md")]
+    targets += [str(layout.track_trails_figure(RESULTS, dataset)) for dataset in BENCHMARK_DATASETS]
     return targets

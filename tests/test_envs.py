@@ -21,10 +21,11 @@ RULE_FILES = sorted((REPO / "rules").glob("*.smk"))
 IMPORT_NAMES = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "scipy": "scipy",
                 "opencv-python-headless": "cv2", "pandas": "pandas", "matplotlib": "matplotlib",
                 "pycocotools": "pycocotools", "tqdm": "tqdm", "pyyaml": "yaml", "jsonschema": "jsonschema",
-                "safetensors": "safetensors"}
+                "safetensors": "safetensors", "av": "av", "trackeval": "trackeval"}
 # Pinned packages that no rule script imports: the workflow engine and its plugins, and test tools.
+# opencv-python only holds trackeval's dependency at the build of opencv-python-headless (both are cv2).
 NOT_FOR_RULES = {"snakemake", "snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep",
-                 "pytest", "hypothesis", "timm", "snakefmt"}
+                 "pytest", "hypothesis", "timm", "snakefmt", "opencv-python"}
 
 
 def requirement_pins() -> dict[str, str]:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from micml import layout
+from micml import catalog, layout
 from micml.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,9 +79,23 @@ def test_every_seed_is_a_run_of_its_own(tmp_path):
     one = planned_jobs(snakemake("-n", "--forceall", "--configfile", str(default), cwd=tmp_path).stdout)
     two = snakemake("-n", "--forceall", "--configfile", str(default), "--config", "seeds=[0,1]", cwd=tmp_path)
     jobs = planned_jobs(two.stdout + two.stderr)
-    for rule in ("train", "test", "export_mat", "evaluate", "qualitative"):
+    for rule in ("train", "test", "export_mat", "evaluate", "qualitative", "track", "evaluate_tracking"):
         assert jobs[rule] == 2 * one[rule], rule
     assert "results/synthetic/micml/seed1/model.pt" in two.stdout
+
+
+def test_dry_run_plans_tracking_for_every_benchmarked_run(tmp_path):
+    config = load_config(REPO / "config" / "config.yaml")
+    result = snakemake("-n", "--forceall", "--configfile", str(REPO / "config" / "config.yaml"), cwd=tmp_path)
+    jobs = planned_jobs(result.stdout + result.stderr)
+    benchmark = [name for name, entry in config["datasets"].items()
+                 if entry.get("benchmark", True) and entry["format"] != catalog.UNANNOTATED_FORMAT]
+    runs = [(dataset, model, seed) for dataset in benchmark for model in config["models"] for seed in config["seeds"]]
+    assert jobs["track"] == jobs["evaluate_tracking"] == len(runs) > 0
+    assert jobs["paper_tracking"] == 1 and jobs["track_trails"] == len(benchmark)
+    for run in runs:
+        assert str(layout.tracks_dir("results", *run, "test")) in result.stdout, run
+        assert str(layout.tracking_metrics_path("results", *run, "csv")) in result.stdout, run
 
 
 def test_gpu_resource_must_come_before_the_separator(tmp_path):
@@ -148,6 +162,13 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
             assert (run / "plots" / "qualitative.png").is_file()
     paper = pd.read_csv(tmp_path / "results" / "tables" / "paper_main.csv")
     assert set(config["models"]) <= set(paper.astype(str).stack())
+    tracking = pd.read_csv(layout.paper_tracking_table(tmp_path / "results", "csv"), keep_default_na=False)
+    assert set(tracking["model"]) == set(config["models"]) and (tracking["seeds"] >= 1).all()
+    for dataset in set(tracking["dataset"]):
+        assert layout.track_trails_figure(tmp_path / "results", dataset).stat().st_size > 1_000
+        seed = load_config(TEST_CONFIG)["seeds"][0]
+        tracks_dir = layout.tracks_dir(tmp_path / "results", dataset, config["models"][0], seed, "test")
+        assert sorted(tracks_dir.glob("*.txt")), tracks_dir
     report = snakemake("--report", "report.html", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
     assert (tmp_path / "report.html").stat().st_size > 100_000, report.stderr
     # Everything the run and its report wrote is ignored by git: run in the checkout, it leaves

@@ -6,8 +6,15 @@ Output, in `out_dir`:
 ```
 detections.csv    video, frame, x1, y1, x2, y2, score   (frames numbered from 1)
 detections.json   COCO results, image_id = frame number
-annotated.mp4     the input with boxes of score >= score_threshold drawn (optional)
+annotated.mp4     the input with boxes of score >= score_threshold drawn (optional; H.264, plays in browsers)
 ```
+With tracking (`track=TrackerSettings(...)`, CLI `--track`), detections.csv gains a `track_id`
+column (-1: in no confirmed track), and these are added:
+```
+tracks.txt        the tracks in MOTChallenge columns (frame, id, x, y, w, h, score, -1, -1, -1)
+counts.csv        frame, objects (tracked in it), new (tracks starting), distinct_so_far
+```
+and the annotated video draws each track's id and the trail of its recent centres.
 Files are written under temporary names and renamed when complete. Once the detector is loaded,
 the files an earlier run left in `out_dir` are removed, so the folder never mixes two runs: after
 a success it holds this run's files only (no stale annotated.mp4 beside a --no-video run), after
@@ -16,6 +23,7 @@ a failure none.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import re
@@ -36,12 +44,20 @@ from micml.detections import COCO_RESULTS_FILE, CSV_FILE, DetectionWriter
 from micml.inference.decode import REFERENCE_TOP_K
 from micml.inference.predict import load_detector, rolling_clips
 from micml.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TiledDetector
+from micml.inference.video_out import open_video_writer
 from micml.paths import check_output_apart
+from micml.tracking import Tracker, TrackerSettings
+from micml.tracking.counting import count_table
+from micml.tracking.mot import write_mot
+from micml.tracking.trails import TrailPainter
 
 log = logging.getLogger(__name__)
 
 ANNOTATED_VIDEO_FILE = "annotated.mp4"
-OUTPUT_FILES = (CSV_FILE, COCO_RESULTS_FILE, ANNOTATED_VIDEO_FILE)
+TRACKS_FILE = "tracks.txt"
+COUNTS_FILE = "counts.csv"
+TRACK_ID_COLUMN = "track_id"
+OUTPUT_FILES = (CSV_FILE, COCO_RESULTS_FILE, ANNOTATED_VIDEO_FILE, TRACKS_FILE, COUNTS_FILE)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_FPS = 10.0  # for frame folders, and videos that do not state a rate
 DEFAULT_SCORE_THRESHOLD = 0.3  # the reference's --show_results and evaluation threshold
@@ -144,10 +160,11 @@ def detect(source: str | os.PathLike, checkpoint: str | os.PathLike, out_dir: st
            tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, batch_size: int = 1,
            top_k: int = REFERENCE_TOP_K, soft_nms: bool = True, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
            expected_variant: str | None = None, device: str = "cpu", amp: str = "off", annotate: bool = True,
-           fps: float | None = None, progress: bool = True) -> DetectSummary:
+           fps: float | None = None, progress: bool = True, track: TrackerSettings | None = None) -> DetectSummary:
     """Detect moving objects in every frame of `source` and write `out_dir` (module docstring).
 
-    `tile=None` runs whole frames; `expected_variant` refuses a checkpoint of another model.
+    `tile=None` runs whole frames; `expected_variant` refuses a checkpoint of another model;
+    `track` also tracks and counts them.
     """
     # outputs replace files in `out_dir`: an input named like one of them there would be lost
     check_output_apart(out_dir, source, checkpoint, what="detection folder")
@@ -160,9 +177,12 @@ def detect(source: str | os.PathLike, checkpoint: str | os.PathLike, out_dir: st
     work = Path(tempfile.mkdtemp(prefix=".detect-", suffix=".partial", dir=out_dir))
     try:
         started = time.perf_counter()
+        tracker = Tracker(track) if track is not None else None
         with DetectionWriter(work, lambda video, frame: frame, write_mat=False) as writer:
             _run(detector, frames_in, writer, work / ANNOTATED_VIDEO_FILE if annotate else None,
-                 fps or frames_in.fps, score_threshold, progress)
+                 fps or frames_in.fps, score_threshold, progress, tracker)
+        if tracker is not None:
+            _write_tracking(work, tracker, writer.frames)
         seconds = time.perf_counter() - started
         for name in OUTPUT_FILES:
             if (work / name).exists():
@@ -182,7 +202,7 @@ def remove_outputs(out_dir: Path) -> None:
 
 
 def _run(detector: TiledDetector, frames_in: FrameSource, writer: DetectionWriter, video_path: Path | None,
-         fps: float, score_threshold: float, progress: bool) -> None:
+         fps: float, score_threshold: float, progress: bool, tracker: Tracker | None = None) -> None:
     current_frames: deque[np.ndarray] = deque()  # frames whose detections are still being computed
 
     def remembered(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -191,6 +211,7 @@ def _run(detector: TiledDetector, frames_in: FrameSource, writer: DetectionWrite
             yield image
 
     clips = rolling_clips(remembered(frames_in.frames))
+    painter = TrailPainter() if tracker is not None else None
     video_out = None
     try:
         with tqdm(total=frames_in.n_frames, unit="frame", desc=f"detect {frames_in.name}",
@@ -198,22 +219,43 @@ def _run(detector: TiledDetector, frames_in: FrameSource, writer: DetectionWrite
             for number, detections in enumerate(detector.detect_clips(clips), start=1):
                 image = current_frames.popleft()
                 writer.add(frames_in.name, number, detections)
+                ids = tracker.update(number, detections) if tracker is not None else None
                 if video_path is not None:
-                    video_out = video_out or _open_video_writer(video_path, image.shape, fps)
-                    video_out.write(draw_detections(image, detections, score_threshold))
+                    video_out = video_out or open_video_writer(video_path, image.shape, fps)
+                    video_out.write(draw_detections(image, detections, score_threshold) if painter is None else
+                                    draw_tracks(painter, image, detections, ids, score_threshold))
                 bar.update()
     finally:
         if video_out is not None:
             video_out.release()
 
 
-def _open_video_writer(path: Path, shape: tuple[int, ...], fps: float) -> cv2.VideoWriter:
-    height, width = shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    if not writer.isOpened():
-        raise OSError(f"{path}: cannot write a {width}x{height} mp4v video with this OpenCV build; "
-                      "run without the annotated video (annotate=False)")
-    return writer
+def draw_tracks(painter: TrailPainter, image: np.ndarray, detections: np.ndarray, ids: np.ndarray,
+                score_threshold: float) -> np.ndarray:
+    """`image` with the tracks confirmed so far (ids and trails) and the other boxes scoring >=
+    `score_threshold` as plain boxes."""
+    detections = np.asarray(detections).reshape(-1, 5)
+    shown = (detections[:, 4] >= score_threshold) | (ids >= 0)
+    return painter.paint(image, detections[shown, :4], ids[shown])
+
+
+def _write_tracking(folder: Path, tracker: Tracker, n_frames: int) -> None:
+    """tracks.txt, counts.csv, and the final track id of each row of detections.csv (a track's
+    first frames get its id once it is confirmed, later than they were drawn)."""
+    tracks = tracker.tracks()
+    write_mot(folder / TRACKS_FILE, tracks)
+    count_table(tracks, n_frames).to_csv(folder / COUNTS_FILE, index=False)
+    ids = tracker.detection_ids()
+    with open(folder / CSV_FILE, newline="") as stream:
+        header, *rows = list(csv.reader(stream))
+    seen: dict[int, int] = {}  # frame -> rows of it so far: rows are in detection order per frame
+    with open(folder / CSV_FILE, "w", newline="") as stream:
+        out = csv.writer(stream)
+        out.writerow([*header, TRACK_ID_COLUMN])
+        for row in rows:
+            frame = int(row[1])
+            index = seen[frame] = seen.get(frame, -1) + 1
+            out.writerow([*row, int(ids[frame][index])])
 
 
 def draw_detections(image: np.ndarray, detections: np.ndarray, score_threshold: float) -> np.ndarray:
