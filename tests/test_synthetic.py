@@ -269,11 +269,14 @@ def test_rscar_tree(tmp_path, videos):
         for image in doc["images"]:
             assert set(image) == {"id", "file_name", "width", "height"} and (root / image["file_name"]).is_file()
         for ann in doc["annotations"]:
-            assert set(ann) == {"id", "image_id", "category_id", "bbox", "area", "iscrowd"}
+            assert set(ann) == {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "track_id"}
             assert ann["category_id"] == 1 and ann["iscrowd"] == 0
             assert all(isinstance(v, int) for v in ann["bbox"]) and ann["bbox"][2] >= 1 and ann["bbox"][3] >= 1
             assert ann["area"] == ann["bbox"][2] * ann["bbox"][3]
     assert len(train["annotations"]) == sum(v.n_labelled_boxes() for s in ("train", "val") for v in by_split[s])
+    # The later release's track ids ride along (the tracking ground truth); DSFNet's readers ignore them.
+    test_tracks = {int(t) for v in by_split["test"] for _, ids in v.boxes.values() for t in ids}
+    assert {ann["track_id"] for ann in test["annotations"]} == test_tracks
     # Test frames: the DSFNet evaluator's folders, and a VOC xml per frame with integer corners.
     first = {i["id"]: i for i in test["images"] if i["file_name"] == "images/test1024/002/img1/000001.jpg"}
     assert first and cv2.imread(str(root / "images/test1024/002/img1/000001.jpg")).shape == (96, 96, 3)

@@ -65,8 +65,9 @@ def _write_rscar(root: Path, videos_by_split: VideosBySplit) -> dict:
                 file_name = f"{folder}/{frame:06d}.jpg"
                 _write_jpeg(root / file_name, video.frames[frame - 1])
                 image_id = doc.add_image(file_name, video.width, video.height)
-                for box in _integer_boxes(video.boxes[frame][0], video.width, video.height, clip=True):
-                    doc.add_box(image_id, box)
+                boxes, tracks = video.boxes[frame]
+                for box, track in zip(_integer_boxes(boxes, video.width, video.height, clip=True), tracks):
+                    doc.add_box(image_id, box, int(track))
                 if split == "test":
                     _write_voc_xml(root / f"images/test1024/{name}/xml_det/{frame:06d}.xml", name, frame, video)
             records[split].append(video_record(name, video))
@@ -79,7 +80,9 @@ def _write_rscar(root: Path, videos_by_split: VideosBySplit) -> dict:
 
 class _CocoDocument:
     """DSFNet's COCO fields: images {id, file_name, width, height}; annotations {id, image_id,
-    category_id 1, bbox [x, y, w, h], area, iscrowd 0}; the single category car."""
+    category_id 1, bbox [x, y, w, h], area, iscrowd 0}; the single category car. Each annotation
+    also carries `track_id`, as the later RsCarData release (HiEUM's `*_mot.json`) does: DSFNet's
+    readers ignore the field, and it gives tracking evaluation its ground-truth identities."""
 
     def __init__(self):
         self.images: list[dict] = []
@@ -89,11 +92,11 @@ class _CocoDocument:
         self.images.append({"id": len(self.images) + 1, "file_name": file_name, "width": width, "height": height})
         return len(self.images)
 
-    def add_box(self, image_id: int, box: Sequence[int]) -> None:
+    def add_box(self, image_id: int, box: Sequence[int], track_id: int) -> None:
         x1, y1, x2, y2 = box
         self.annotations.append({"id": len(self.annotations) + 1, "image_id": image_id, "category_id": 1,
                                  "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                                 "iscrowd": 0})
+                                 "iscrowd": 0, "track_id": track_id})
 
     def document(self) -> dict:
         return {"images": self.images, "annotations": self.annotations,
