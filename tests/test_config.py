@@ -142,3 +142,33 @@ def test_inference_imports_nothing_from_evaluation():
                      else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
             crossing += [f"{path.name}: {name}" for name in names if name.startswith("micml.evaluation")]
     assert crossing == [], "inference imports evaluation; move what it needs into micml.detections"
+
+
+def _docstring_nodes(tree):
+    """The string constants that are docstrings (module, class, function), which may name variants."""
+    import ast
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                yield first.value
+
+
+def test_variant_names_are_literals_only_in_the_catalog():
+    """A new or renamed variant is one edit in micml/catalog.py, not a hunt through the package.
+
+    "micml" is also the package's name (versions, program name), so it is not counted."""
+    import ast
+
+    names = set(catalog.VARIANTS) - {"micml"}
+    package = SCHEMA_PATH.parent.parent / "micml"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "catalog.py" and path.parent == package:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node) for node in _docstring_nodes(tree)}
+        found += [f"{path.relative_to(package)}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings]
+    assert found == [], "read these names from micml.catalog"
