@@ -27,6 +27,19 @@ from micml.evaluation.protocols import MEAN_ROW, SCORE_THRESHOLD
 TITLE_WIDTH_CHARACTERS = 90  # a 6-inch figure's title at font size 9
 
 
+def grouped_bar_axes(n_groups: int, n_series: int, *, inches_per_bar: float, margin: float):
+    """A figure wide enough for `n_groups` groups of `n_series` bars: (figure, axes, group centres,
+    bar width), the bars of a group filling 80 % of its unit slot."""
+    figure = Figure(figsize=(max(6.0, margin + inches_per_bar * n_groups * max(1, n_series)), 4.5), dpi=FIGURE_DPI,
+                    layout="constrained")
+    return figure, figure.subplots(), np.arange(n_groups), 0.8 / max(1, n_series)
+
+
+def bar_positions(centres: np.ndarray, width: float, index: int, n_series: int) -> np.ndarray:
+    """x of the `index`-th series' bars, the series side by side around each group centre."""
+    return centres + (index - (n_series - 1) / 2) * width
+
+
 def plot_pr_curves(dataset: str, pr_curves: RunPaths, out_png: str | os.PathLike) -> Path:
     """Precision against recall per model and seed, one panel per protocol found in the `pr_curve.csv`s.
 
@@ -92,16 +105,12 @@ def plot_per_video_f1(dataset: str, f1_tables: RunPaths, out_png: str | os.PathL
     videos = list(dict.fromkeys(video for f1 in per_model.values() for video in f1.index if video != MEAN_ROW))
     groups = videos + [MEAN_ROW]
     colours = model_colours(f1_tables)
-    figure = Figure(figsize=(max(6.0, 1.0 + 0.5 * len(groups) * max(1, len(per_model))), 4.5), dpi=FIGURE_DPI,
-                    layout="constrained")
-    axes = figure.subplots()
-    width = 0.8 / max(1, len(per_model))
-    positions = np.arange(len(groups))
+    figure, axes, positions, width = grouped_bar_axes(len(groups), len(per_model), inches_per_bar=0.5, margin=1.0)
     for index, (model, f1) in enumerate(per_model.items()):
         rows = f1.reindex(groups)
         seeds = int(rows["n"].max()) if rows["n"].notna().any() else 0
         errors = np.nan_to_num(rows["std"].to_numpy(dtype=float)) if seeds >= 2 else None
-        axes.bar(positions + (index - (len(per_model) - 1) / 2) * width, np.nan_to_num(rows["mean"].to_numpy(float)),
+        axes.bar(bar_positions(positions, width, index, len(per_model)), np.nan_to_num(rows["mean"].to_numpy(float)),
                  width, yerr=errors, capsize=3 if errors is not None else 0, color=colours[model],
                  label=model if seeds <= 1 else f"{model} (mean ± std, {seeds} seeds)")
     crowded = len(groups) > 8  # DroneCrowd has 30 test sequences: slanted labels stay readable
@@ -123,15 +132,11 @@ def plot_main_f1(paper_main: pd.DataFrame, out_png: str | os.PathLike) -> Path:
     datasets = list(dict.fromkeys(paper_main["dataset"]))
     models = list(dict.fromkeys(paper_main["model"]))
     colours = model_colours(models)
-    figure = Figure(figsize=(max(6.0, 1.5 + 0.6 * len(datasets) * max(1, len(models))), 4.5), dpi=FIGURE_DPI,
-                    layout="constrained")
-    axes = figure.subplots()
-    width = 0.8 / max(1, len(models))
-    positions = np.arange(len(datasets))
+    figure, axes, positions, width = grouped_bar_axes(len(datasets), len(models), inches_per_bar=0.6, margin=1.5)
     rows = paper_main.set_index(["dataset", "model"])
     not_run = []
     for index, model in enumerate(models):
-        at = positions + (index - (len(models) - 1) / 2) * width
+        at = bar_positions(positions, width, index, len(models))
         values = rows.xs(model, level="model").reindex(datasets)
         mean = values["f1_iou0_mean"].to_numpy(float)
         below, above = mean - values["f1_iou0_low"].to_numpy(float), values["f1_iou0_high"].to_numpy(float) - mean
