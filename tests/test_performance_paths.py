@@ -202,6 +202,11 @@ def test_temporal_tap_equals_max_pool(frames):
 
 # ---------------------------------------------------------------------------- benchmarks
 RATIO_LINE = re.compile(r"(speed-up|ratio|/whole =)[^\n]*\d+(\.\d+)?")
+# Model benchmarks say where they stand against this machine's measured limits (benchmarks/roofline.py).
+MODEL_BENCHMARKS = ("bench_deform_conv.py", "bench_inference.py", "bench_motion.py", "bench_tiling.py",
+                    "bench_train_step.py")
+PEAK_LINE = re.compile(r"CPU: .+ peaks: GEMM \d+\.\d GFLOP/s .* conv \d+\.\d GFLOP/s")
+RATE_LINE = re.compile(r"\d+\.\d GFLOP/s, \d+ % of GEMM peak, \d+ % of conv peak")
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("bench_*.py")))
@@ -214,3 +219,29 @@ def test_benchmark_runs_tiny_and_prints_a_ratio(script):
     assert RATIO_LINE.search(result.stdout), result.stdout
     numbers = [float(n) for n in re.findall(r"(\d+\.\d+)x", result.stdout)]
     assert all(math.isfinite(n) and n > 0 for n in numbers)
+    if script in MODEL_BENCHMARKS:
+        assert PEAK_LINE.search(result.stdout), result.stdout
+        assert len(RATE_LINE.findall(result.stdout)) >= 2, result.stdout
+
+
+def _roofline():
+    """benchmarks/roofline.py (the scripts import it as a sibling, not through a package)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import roofline
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return roofline
+
+
+def test_rate_line_states_percent_of_each_peak():
+    roofline = _roofline()
+    line = roofline.rate_line("optimised", 50e9, 0.5, roofline.Peaks(gemm_gflops=200.0, conv_gflops=125.0))
+    assert line.startswith("optimised: 100.0 GFLOP/s, 50 % of GEMM peak, 80 % of conv peak"), line
+
+
+def test_model_flops_counts_without_touching_the_model():
+    roofline = _roofline()
+    conv = torch.nn.Conv3d(3, 4, (1, 3, 3), padding=(0, 1, 1))
+    assert roofline.model_flops(conv, (1, 3, 5, 8, 8)) == 2 * 4 * 5 * 8 * 8 * 3 * 9
+    assert conv.weight.device.type == "cpu"

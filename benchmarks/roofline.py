@@ -1,0 +1,107 @@
+"""Where a benchmark stands against this machine's limits (not a benchmark itself).
+
+A speed-up over a slow baseline says nothing about how much of the CPU is left idle. So each
+model benchmark also measures, in its own process and thread count, two ceilings:
+
+* the GEMM peak: `torch.mm` of two large fp32 square matrices (best of several);
+* the conv peak: a 3x3 `conv2d`, 64 -> 64 channels on 256 x 256 (best of several), the shape
+  that dominates the detectors' full-resolution layers;
+
+and prints the effective GFLOP/s of what it times (its nominal FLOPs / its median seconds) as
+a percentage of each. Nominal FLOPs are 2 x the multiply-accumulates that
+`micml.diagnostics.multiply_accumulates` counts (convs, deformable convs, the motion module's
+ConvLSTM as the reference computes it); a training step or a forward+backward counts 3 x the
+forward (forward, input gradient, weight gradient). Both paths are credited with the same
+nominal work, so work an optimisation skips shows up as a higher effective rate.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from typing import Sequence
+
+import torch
+
+from micml.machine import cpu_model
+
+GEMM_SIDE, GEMM_SIDE_TINY = 2048, 512
+CONV_CHANNELS, CONV_SIDE, CONV_SIDE_TINY = 64, 256, 64
+PEAK_REPEATS = 5
+#: forward + input gradient + weight gradient, each about one forward's FLOPs
+BACKWARD_FACTOR = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Peaks:
+    gemm_gflops: float
+    conv_gflops: float
+
+
+def best_gflops(function, flops: float, repeats: int = PEAK_REPEATS) -> float:
+    """FLOP rate of the fastest of `repeats` calls, after one untimed call."""
+    function()
+    fastest = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        fastest = min(fastest, time.perf_counter() - started)
+    return flops / fastest / 1e9
+
+
+def gemm_peak(side: int) -> float:
+    a, b = torch.randn(side, side), torch.randn(side, side)
+    with torch.inference_mode():
+        return best_gflops(lambda: torch.mm(a, b), 2.0 * side ** 3)
+
+
+def conv_peak(side: int, channels: int = CONV_CHANNELS) -> float:
+    x = torch.randn(1, channels, side, side)
+    weight = torch.randn(channels, channels, 3, 3)
+    flops = 2.0 * channels * channels * 9 * side * side
+    with torch.inference_mode():
+        return best_gflops(lambda: torch.nn.functional.conv2d(x, weight, padding=1), flops)
+
+
+def measure_peaks(tiny: bool = False) -> Peaks:
+    """This machine's fp32 GEMM and 3x3 conv throughput at the current thread count."""
+    return Peaks(gemm_peak(GEMM_SIDE_TINY if tiny else GEMM_SIDE),
+                 conv_peak(CONV_SIDE_TINY if tiny else CONV_SIDE))
+
+
+def print_peaks(peaks: Peaks, tiny: bool = False) -> None:
+    gemm = GEMM_SIDE_TINY if tiny else GEMM_SIDE
+    conv = CONV_SIDE_TINY if tiny else CONV_SIDE
+    print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads; peaks: GEMM {peaks.gemm_gflops:.1f} GFLOP/s "
+          f"(sgemm {gemm}^2), conv {peaks.conv_gflops:.1f} GFLOP/s (3x3 conv2d {CONV_CHANNELS} ch, {conv}x{conv})")
+
+
+def measured_peaks(tiny: bool = False) -> Peaks:
+    """`measure_peaks`, printed with the CPU model."""
+    peaks = measure_peaks(tiny)
+    print_peaks(peaks, tiny)
+    return peaks
+
+
+def model_flops(model: torch.nn.Module, input_shape: Sequence[int], train: bool = False) -> float:
+    """Nominal FLOPs of one forward of `model` on `input_shape`, in eval mode or (`train`) in
+    training mode, where some variants run more (MICML's motion module). Counted on a meta
+    copy: free at any size, the model itself untouched."""
+    from micml.diagnostics import multiply_accumulates
+
+    meta = copy.deepcopy(model).to("meta").train(train)
+    return 2.0 * multiply_accumulates(meta, tuple(input_shape))
+
+
+def rate_line(label: str, flops: float, seconds: float, peaks: Peaks) -> str:
+    """E.g. 'optimised: 88.1 GFLOP/s, 47 % of GEMM peak, 70 % of conv peak (21.0 GFLOP in 0.238 s)'."""
+    gflops = flops / seconds / 1e9
+    return (f"{label}: {gflops:.1f} GFLOP/s, {100 * gflops / peaks.gemm_gflops:.0f} % of GEMM peak, "
+            f"{100 * gflops / peaks.conv_gflops:.0f} % of conv peak ({flops / 1e9:.3g} GFLOP in {seconds:.3g} s)")
+
+
+def print_rates(flops: float, seconds: dict, peaks: Peaks, what: str = "") -> None:
+    """One `rate_line` per path of `seconds` ({path: median seconds})."""
+    for path, value in seconds.items():
+        print(rate_line(f"{path}{what}", flops, value, peaks))
