@@ -120,7 +120,7 @@ def main(argv=None):
     print(f"{'gather / conv2d ratio':24}{versus_conv[0]:>18}{versus_conv[1]:>18}   (cost of the DCN over a plain conv)")
     forward_flops = 2.0 * args.batch * args.channels * args.channels * 9 * args.size * args.size
     for part, flops in (("forward", forward_flops), ("both", roofline.BACKWARD_FACTOR * forward_flops)):
-        roofline.print_rates(flops, {backend: median[backend, part] for backend in (*BACKENDS, "conv2d")}, peaks,
+        roofline.print_rates(flops, {backend: fastest[backend, part] for backend in (*BACKENDS, "conv2d")}, peaks,
                              what=", forward" if part == "forward" else ", fwd+bwd")
 
     (tv_out, tv_grads), (our_out, our_grads) = results["torchvision"], results["gather"]

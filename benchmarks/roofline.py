@@ -7,8 +7,9 @@ model benchmark also measures, in its own process and thread count, two ceilings
 * the conv peak: a 3x3 `conv2d`, 64 -> 64 channels on 256 x 256 (best of several), the shape
   that dominates the detectors' full-resolution layers;
 
-and prints the effective GFLOP/s of what it times (its nominal FLOPs / its median seconds) as
-a percentage of each. Nominal FLOPs are 2 x the multiply-accumulates that
+and prints the effective GFLOP/s of what it times (its nominal FLOPs / its fastest run's
+seconds, like the peaks: on a shared machine the fastest run is the least disturbed) as a
+percentage of each. Nominal FLOPs are 2 x the multiply-accumulates that
 `micml.diagnostics.multiply_accumulates` counts (convs, deformable convs, the motion module's
 ConvLSTM as the reference computes it); a training step or a forward+backward counts 3 x the
 forward (forward, input gradient, weight gradient). Both paths are credited with the same
