@@ -63,14 +63,14 @@ def forward(path: str, models: dict, clip: torch.Tensor, args) -> dict:
         return {head: value.float() for head, value in models[path](clip).items()}
 
 
-def seconds_per_frame(model: torch.nn.Module, size: int, tile: int | None, args) -> float:
+def seconds_per_frame(model: torch.nn.Module, size: int, tile: int | None, args, fit_tiles: bool = True) -> float:
     """Seconds of the fastest of --tiled-frames size x size frames through TiledDetector (uint8
     clip -> detections; `tile=None`: one whole-frame forward), after one warm-up frame. The
     fastest is the least disturbed by other load, as in bench_tiling.py."""
     rng = np.random.default_rng(0)
     clip = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(5)]
     detector = TiledDetector(model, tile=tile, overlap=args.overlap, device=args.device, amp=args.amp,
-                             compile=args.compile)
+                             compile=args.compile, fit_tiles=fit_tiles)
     detector.detect_clip(clip)
     seconds = []
     for _ in range(args.tiled_frames):
@@ -84,18 +84,23 @@ def frame_costs(model: torch.nn.Module, optimised: torch.nn.Module, peaks: roofl
     """Frames/s and GFLOP/s of whole frames at --size and --tiled-size and of tiles at --tiled-size,
     and what the larger frame costs per pixel: a model whose cost is linear in pixels pays
     (tiled-size / size)^2 (4x for 1024 over 512); tiles pay their overlap on top."""
-    settings = {"whole": (args.size, None), "large whole": (args.tiled_size, None),
-                "large tiled": (args.tiled_size, args.tile)}
+    settings = {"whole": (args.size, None, True), "large whole": (args.tiled_size, None, True),
+                "large tiled": (args.tiled_size, args.tile, True), "large exact tiles": (args.tiled_size, args.tile, False)}
     seconds = {}
-    for name, (size, tile) in settings.items():
-        seconds[name] = seconds_per_frame(optimised, size, tile, args)  # TiledDetector compiles it when --compile
-        how = "whole frame" if tile is None else f"tiles {tile}, overlap {args.overlap}"
+    for name, (size, tile, fit) in settings.items():
+        # TiledDetector compiles the model when --compile
+        seconds[name] = seconds_per_frame(optimised, size, tile, args, fit_tiles=fit)
+        layout = TiledDetector(optimised, tile=tile, overlap=args.overlap, fit_tiles=fit).layout(size, size)
+        how = "whole frame" if tile is None else (
+            f"tiles {tile}, overlap {args.overlap}, {'fitted' if fit else 'exact'}: "
+            f"{len(layout.tiles)} of {layout.input_shape[0]}x{layout.input_shape[1]}")
         flops = roofline.model_flops(model, (1, 3, 5, size, size))  # useful work: the whole frame's
         print(f"optimised, {size}x{size} frames ({how}): {1 / seconds[name]:.3f} frames/s; "
               + roofline.rate_line("effective", flops, seconds[name], peaks))
     pixels = (args.tiled_size / args.size) ** 2
     print(f"cost of a {args.tiled_size} frame / a {args.size} frame (pixel ratio {pixels:.0f}): "
-          f"whole {seconds['large whole'] / seconds['whole']:.2f}x, tiled {seconds['large tiled'] / seconds['whole']:.2f}x; "
+          f"whole {seconds['large whole'] / seconds['whole']:.2f}x, tiled {seconds['large tiled'] / seconds['whole']:.2f}x "
+          f"(exact tiles {seconds['large exact tiles'] / seconds['whole']:.2f}x); "
           f"tiled/whole = {seconds['large whole'] / seconds['large tiled']:.2f} (frames/s)")
 
 
