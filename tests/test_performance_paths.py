@@ -203,8 +203,8 @@ def test_temporal_tap_equals_max_pool(frames):
 # ---------------------------------------------------------------------------- benchmarks
 RATIO_LINE = re.compile(r"(speed-up|ratio|/whole =)[^\n]*\d+(\.\d+)?")
 # Model benchmarks say where they stand against this machine's measured limits (benchmarks/roofline.py).
-MODEL_BENCHMARKS = ("bench_deform_conv.py", "bench_inference.py", "bench_motion.py", "bench_tiling.py",
-                    "bench_train_step.py")
+MODEL_BENCHMARKS = ("bench_deform_conv.py", "bench_inference.py", "bench_motion.py", "bench_precision.py",
+                    "bench_tiling.py", "bench_train_step.py")
 PEAK_LINE = re.compile(r"CPU: .+ peaks: GEMM \d+\.\d GFLOP/s .* conv \d+\.\d GFLOP/s")
 RATE_LINE = re.compile(r"\d+\.\d GFLOP/s, \d+ % of GEMM peak, \d+ % of conv peak")
 
@@ -245,3 +245,18 @@ def test_model_flops_counts_without_touching_the_model():
     conv = torch.nn.Conv3d(3, 4, (1, 3, 3), padding=(0, 1, 1))
     assert roofline.model_flops(conv, (1, 3, 5, 8, 8)) == 2 * 4 * 5 * 8 * 8 * 3 * 9
     assert conv.weight.device.type == "cpu"
+
+
+# ---------------------------------------------------------------------------- bf16 hardware
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, monkeypatch):
+    import micml.machine
+    from micml.precision import cpu_has_bf16
+
+    assert cpu_has_bf16(frozenset({"avx512f", "avx512_bf16"})) and cpu_has_bf16(frozenset({"amx_bf16"}))
+    assert not cpu_has_bf16(frozenset({"avx2", "avx512f"}))
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512_bf16\n\n")
+    monkeypatch.setattr(micml.machine, "CPUINFO", cpuinfo)
+    assert micml.machine.cpu_flags() == {"fpu", "avx2", "avx512_bf16"} and cpu_has_bf16()
+    monkeypatch.setattr(micml.machine, "CPUINFO", tmp_path / "absent")
+    assert micml.machine.cpu_flags() == frozenset() and not cpu_has_bf16()
