@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 import baselines
+from micml.allocator import keep_freed_memory
 import gpu_options
 import roofline
 from micml.inference.tiling import TiledDetector
@@ -107,6 +108,7 @@ def frame_costs(model: torch.nn.Module, optimised: torch.nn.Module, peaks: roofl
 def main(argv=None) -> None:
     args = parse_args(argv)
     baselines.configure_threads(args.threads)
+    keep_freed_memory()  # as TiledDetector does on CPU (micml test/detect): both paths alike
     torch.manual_seed(0)
     model = baselines.trained_like(build(args.model)).eval().to(args.device)
     optimised = gpu_options.on_device(optimize_for_inference(model), args)

@@ -22,6 +22,7 @@ import argparse
 import torch
 
 import baselines
+from micml.allocator import keep_freed_memory
 import roofline
 from micml.inference.decode import decode
 from micml.models import build, optimize_for_inference
@@ -62,6 +63,7 @@ def shared_detections(expected: dict, found: dict) -> tuple[int, float]:
 def main(argv=None) -> None:
     args = parse_args(argv)
     baselines.configure_threads(args.threads)
+    keep_freed_memory()  # as TiledDetector does on CPU (micml test/detect): both paths alike
     torch.manual_seed(0)
     model = baselines.trained_like(build(args.model)).eval()
     optimised = optimize_for_inference(model)

@@ -36,6 +36,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from micml.allocator import keep_freed_memory
 from micml.data.clips import PAD_PIXEL, REFERENCE_NORMALISATION, SIZE_MULTIPLE, Normalisation
 from micml.inference.decode import REFERENCE_TOP_K, decode_batch, real_rows
 from micml.inference.nms import soft_nms_gaussian
@@ -193,6 +194,8 @@ class TiledDetector:
         self.device = torch.device(device) if device is not None else (
             parameter.device if parameter is not None else torch.device("cpu"))
         self.dtype = parameter.dtype if parameter is not None else torch.float32
+        if self.device.type == "cpu":
+            keep_freed_memory()  # large frames: reuse freed activations instead of fresh pages
         self.model = model.to(self.device).eval()
         self.network = compiled(self.model, compile)  # what runs; self.model stays the plain module
         tune_cudnn(self.device)
