@@ -76,8 +76,8 @@ def main(argv=None) -> None:
         return
 
     peaks = roofline.measured_peaks(args.tiny)
-    # Nominal work: the reference's ConvLSTM convolutions (the optimised path skips part of them).
-    flops = roofline.BACKWARD_FACTOR * 2.0 * motion.reference_convlstm_macs(sequence.shape)
+    # The work micml's path does (the reference's ConvLSTM convs would credit the part it skips).
+    flops = roofline.executed_flops(lambda: forward_backward("optimised", motion, sequence, cotangent))
     print(f"motion module fwd+bwd, train mode, input {tuple(sequence.shape)}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}, torch {torch.__version__}")
     memory_argv = None

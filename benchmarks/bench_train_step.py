@@ -101,8 +101,11 @@ def main(argv=None) -> None:
         print(json.dumps({"peak_rss_mib": baselines.peak_rss_mib()}))
         return
     peaks = roofline.measured_peaks(args.tiny)
-    # Adam's update and the loss are a few FLOPs per parameter: left out.
-    flops = roofline.BACKWARD_FACTOR * roofline.model_flops(trainers["baseline"].model, clip.shape, train=True)
+    # What the optimised step computes, counted on a throwaway copy (the timed models keep their
+    # state); Adam's update and the loss are a few FLOPs per parameter, left out.
+    counted = Trainer(copy.deepcopy(trainers["optimised"].model), "optimised", args)
+    flops = roofline.executed_flops(lambda: counted.step(clip))
+    del counted
 
     print(f"{args.model} training step, batch {args.batch}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} after 1 untimed step, torch {torch.__version__}; "

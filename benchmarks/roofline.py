@@ -5,16 +5,16 @@ model benchmark also measures, in its own process and thread count, two ceilings
 
 * the GEMM peak: `torch.mm` of two large fp32 square matrices (best of several);
 * the conv peak: a 3x3 `conv2d`, 64 -> 64 channels on 256 x 256 (best of several, the faster
-  of NCHW and channels_last), the shape
-  that dominates the detectors' full-resolution layers;
+  of NCHW and channels_last), the shape that dominates the detectors' full-resolution layers;
 
-and prints the effective GFLOP/s of what it times (its nominal FLOPs / its fastest run's
-seconds, like the peaks: on a shared machine the fastest run is the least disturbed) as a
-percentage of each. Nominal FLOPs are 2 x the multiply-accumulates that
-`micml.diagnostics.multiply_accumulates` counts (convs, deformable convs, the motion module's
-ConvLSTM as the reference computes it); a training step or a forward+backward counts 3 x the
-forward (forward, input gradient, weight gradient). Both paths are credited with the same
-nominal work, so work an optimisation skips shows up as a higher effective rate.
+and prints the effective GFLOP/s of what it times (its FLOPs / its fastest run's seconds,
+like the peaks: on a shared machine the fastest run is the least disturbed) as a percentage
+of each. An eval forward or a tiled frame counts the nominal FLOPs of the whole frame: 2 x
+the multiply-accumulates of `micml.diagnostics.multiply_accumulates` (convs, deformable
+convs, linear layers). A deformable conv's forward+backward counts 3 x its forward (forward,
+input gradient, weight gradient). A training step and the motion module count what micml's
+optimised path executes (`executed_flops`). Both paths are credited with the same work, so
+the baseline's rate is "micml's work at the baseline's speed".
 """
 
 from __future__ import annotations
@@ -91,14 +91,24 @@ def measured_peaks(tiny: bool = False) -> Peaks:
     return peaks
 
 
-def model_flops(model: torch.nn.Module, input_shape: Sequence[int], train: bool = False) -> float:
-    """Nominal FLOPs of one forward of `model` on `input_shape`, in eval mode or (`train`) in
-    training mode, where some variants run more (MICML's motion module). Counted on a meta
-    copy: free at any size, the model itself untouched."""
+def model_flops(model: torch.nn.Module, input_shape: Sequence[int]) -> float:
+    """Nominal FLOPs of one eval forward of `model` on `input_shape`. Counted on a meta copy:
+    free at any size, the model itself untouched."""
     from micml.diagnostics import multiply_accumulates
 
-    meta = copy.deepcopy(model).to("meta").train(train)
+    meta = copy.deepcopy(model).to("meta").eval()
     return 2.0 * multiply_accumulates(meta, tuple(input_shape))
+
+
+def executed_flops(function) -> float:
+    """FLOPs of the convolutions and matrix products `function()` runs, forward and backward
+    (`torch.utils.flop_counter`): for a training step, whose nominal count would credit the
+    work an optimisation skips (MICML's motion module computes ~60 % of the reference's)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        function()
+    return float(counter.get_total_flops())
 
 
 def rate_line(label: str, flops: float, seconds: float, peaks: Peaks) -> str:
