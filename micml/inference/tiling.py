@@ -7,8 +7,9 @@ Layout, per axis (rows and columns independently):
   which is exactly the validation input of `micml.data.clips` (the reference's 1024 setting);
 - a longer frame is cut into tiles of exactly `tile` pixels (or, as `TiledDetector` does by
   default, of the `fitted_tile` side: the fewest network pixels, at most tile + overlap) that
-  start every `tile - overlap` pixels; the last tile is shifted inward to end on the frame edge instead of being padded, so the
-  network never sees padding inside a large frame and every tile has the same shape (batchable).
+  start every side - overlap pixels; the last tile is shifted inward to end on the frame edge
+  instead of being padded, so the network never sees padding inside a large frame and every
+  tile has the same shape (batchable).
 
 Grey rather than reflect padding: reflection would copy objects into the padding (mirrored,
 moving, and able to suppress or create peaks near the edge), while grey is what the model
