@@ -26,6 +26,7 @@ import types
 
 import torch
 
+import roofline
 from micml.models.layout import use_channels_last_on_cpu
 from micml.models.motion import MotionModule
 from micml.models.motion_reference import reference_motion_forward
@@ -157,10 +158,13 @@ PATHS = ("baseline", "optimised")
 
 
 def compare_paths(step, repeats: int, *, script: str | None = None, memory_argv: list[str] | None = None,
-                  digits: int = 3, device: str | torch.device = "cpu") -> dict:
+                  digits: int = 3, device: str | torch.device = "cpu", flops: float | None = None,
+                  peaks: roofline.Peaks | None = None) -> dict:
     """Run `step(path)` once per path (untimed; its results are returned), then `repeats` timed
     runs alternating the paths; print medians, minima, peak RSS of a fresh process per path
-    (`script memory_argv --measure-memory PATH`, when memory_argv is given) and the speed-up.
+    (`script memory_argv --measure-memory PATH`, when memory_argv is given) and the speed-up,
+    and with `flops` (nominal FLOPs of one step) and `peaks`, each path's GFLOP/s and % of peak
+    in its fastest run (the peaks are best-of runs too: both the least disturbed by other load).
     On a CUDA `device` each timed run is synchronised, so it counts the kernels it queued."""
     first = {path: step(path) for path in PATHS}
     times = interleaved_seconds({path: (lambda p=path: step(p)) for path in PATHS}, repeats, device)
@@ -171,4 +175,6 @@ def compare_paths(step, repeats: int, *, script: str | None = None, memory_argv:
              f"{memory[path]:.0f}" if memory else "-") for path in PATHS]
     print_table(rows, ("path", "median s", "min s", "peak RSS MiB"))
     print(f"speed-up (baseline / optimised): {median(times['baseline']) / median(times['optimised']):.2f}x")
+    if flops is not None and peaks is not None:
+        roofline.print_rates(flops, {path: min(times[path]) for path in PATHS}, peaks)
     return first

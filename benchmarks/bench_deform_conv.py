@@ -19,6 +19,7 @@ import statistics
 import torch
 
 import baselines
+import roofline
 from micml.ops import modulated_deform_conv2d
 
 BACKENDS = ("torchvision", "gather")
@@ -71,6 +72,16 @@ def run(backend, inputs, backward):
     return out.detach(), {name: leaves[name].grad for name in names}
 
 
+def run_conv2d(inputs, backward):
+    """A plain 3x3 conv2d of the same shape (what the DCN would cost without its sampling)."""
+    leaves = {name: inputs[name].detach().requires_grad_(backward) for name in ("x", "weight", "bias")}
+    with torch.set_grad_enabled(backward):
+        out = torch.nn.functional.conv2d(leaves["x"], leaves["weight"], leaves["bias"], padding=1)
+        if backward:
+            out.backward(inputs["grad_out"])
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
@@ -82,17 +93,21 @@ def main(argv=None):
         f"median of {args.repeats}, torch {torch.__version__}"
     )
 
+    peaks = roofline.measured_peaks(args.tiny)
     results = {backend: run(backend, inputs, backward=True) for backend in BACKENDS}  # warm-up
+    run_conv2d(inputs, backward=True)
     functions = {}
     for backend in BACKENDS:
         functions[backend, "forward"] = functools.partial(run, backend, inputs, backward=False)
         functions[backend, "both"] = functools.partial(run, backend, inputs, backward=True)
+    for part in PARTS:
+        functions["conv2d", part] = functools.partial(run_conv2d, inputs, backward=part == "both")
     times = baselines.interleaved_seconds(functions, args.repeats, args.device)
     median = {key: statistics.median(values) for key, values in times.items()}
     fastest = {key: min(values) for key, values in times.items()}
 
     print(f"{'':24}{'forward s':>18}{'fwd+bwd s':>18}   median (min)")
-    for backend in BACKENDS:
+    for backend in (*BACKENDS, "conv2d"):
         cells = [f"{median[backend, part]:.4f} ({fastest[backend, part]:.4f})" for part in PARTS]
         print(f"{backend:24}{cells[0]:>18}{cells[1]:>18}")
     ratios = [
@@ -101,6 +116,12 @@ def main(argv=None):
         for part in PARTS
     ]
     print(f"{'speed-up (tv / gather)':24}{ratios[0]:>18}{ratios[1]:>18}")
+    versus_conv = [f"{median['gather', part] / median['conv2d', part]:.2f}x" for part in PARTS]
+    print(f"{'gather / conv2d ratio':24}{versus_conv[0]:>18}{versus_conv[1]:>18}   (cost of the DCN over a plain conv)")
+    forward_flops = 2.0 * args.batch * args.channels * args.channels * 9 * args.size * args.size
+    for part, flops in (("forward", forward_flops), ("both", roofline.BACKWARD_FACTOR * forward_flops)):
+        roofline.print_rates(flops, {backend: fastest[backend, part] for backend in (*BACKENDS, "conv2d")}, peaks,
+                             what=", forward" if part == "forward" else ", fwd+bwd")
 
     (tv_out, tv_grads), (our_out, our_grads) = results["torchvision"], results["gather"]
     print(f"max |diff| output      {(tv_out - our_out).abs().max().item():.2e}")

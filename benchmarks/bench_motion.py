@@ -24,6 +24,7 @@ import json
 import torch
 
 import baselines
+import roofline
 from micml.models.motion import MotionModule
 
 
@@ -74,6 +75,9 @@ def main(argv=None) -> None:
         print(json.dumps({"peak_rss_mib": baselines.peak_rss_mib()}))
         return
 
+    peaks = roofline.measured_peaks(args.tiny)
+    # The work micml's path does (the reference's ConvLSTM convs would credit the part it skips).
+    flops = roofline.executed_flops(lambda: forward_backward("optimised", motion, sequence, cotangent))
     print(f"motion module fwd+bwd, train mode, input {tuple(sequence.shape)}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}, torch {torch.__version__}")
     memory_argv = None
@@ -81,7 +85,7 @@ def main(argv=None) -> None:
         memory_argv = ["--size", str(args.size), "--batch", str(args.batch), "--channels", str(args.channels)]
         memory_argv += ["--threads", str(args.threads)] if args.threads else []
     first = baselines.compare_paths(lambda path: forward_backward(path, motion, sequence, cotangent), args.repeats,
-                                    script=__file__, memory_argv=memory_argv)
+                                    script=__file__, memory_argv=memory_argv, flops=flops, peaks=peaks)
     (out_a, input_grad_a, grads_a), (out_b, input_grad_b, grads_b) = first["baseline"], first["optimised"]
     print(f"max |diff| output {baselines.max_abs_diff(out_a, out_b):.2e} "
           f"(max |output| {out_a.abs().max().item():.2e})")

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 import gpu_options
+import roofline
 from micml.data.clips import SEQ_LEN
 from micml.inference.tiling import TiledDetector
 
@@ -160,13 +161,17 @@ def main(argv=None) -> None:
     model, clip = gpu_options.on_device(make_model(args.model), args), make_clip(args.size)
     print(f"model {args.model}, {args.threads} threads, overlap {args.overlap}, batch {args.batch_size}, "
           f"{gpu_options.describe(args)}")
+    peaks = roofline.measured_peaks(args.tiny)
+    # Useful work of a frame: the whole frame's FLOPs (tiles redo their overlap on top).
+    flops = roofline.model_flops(model, (1, 3, SEQ_LEN, args.size, args.size))
     whole = frames_per_second(model, clip, None, args.overlap, args.batch_size, args.frames, args)
-    print(f"{args.size}x{args.size} whole frame: {whole:8.3f} frames/s")
+    print(f"{args.size}x{args.size} whole frame: {whole:8.3f} frames/s   "
+          + roofline.rate_line("effective", flops, 1 / whole, peaks))
     for tile in args.tiles:
         tiled = frames_per_second(model, clip, tile, args.overlap, args.batch_size, args.frames, args)
         n_tiles = len(TiledDetector(model, tile=tile, overlap=args.overlap).layout(args.size, args.size).tiles)
         print(f"{args.size}x{args.size} tile {tile:4d} ({n_tiles:2d} tiles): {tiled:8.3f} frames/s   "
-              f"tiled/whole = {tiled / whole:.2f}")
+              f"tiled/whole = {tiled / whole:.2f}   " + roofline.rate_line("effective", flops, 1 / tiled, peaks))
 
     if torch.device(args.device).type != "cpu":
         print("\npeak working memory: skipped (it measures CPU RSS; this run is on {})".format(args.device))

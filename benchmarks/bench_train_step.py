@@ -32,6 +32,7 @@ import torch
 
 import baselines
 import gpu_options
+import roofline
 from micml.models import build
 
 LEARNING_RATE = 1.25e-4
@@ -99,6 +100,12 @@ def main(argv=None) -> None:
         trainers[args.measure_memory].step(clip)
         print(json.dumps({"peak_rss_mib": baselines.peak_rss_mib()}))
         return
+    peaks = roofline.measured_peaks(args.tiny)
+    # What the optimised step computes, counted on a throwaway copy (the timed models keep their
+    # state); Adam's update and the loss are a few FLOPs per parameter, left out.
+    counted = Trainer(copy.deepcopy(trainers["optimised"].model), "optimised", args)
+    flops = roofline.executed_flops(lambda: counted.step(clip))
+    del counted
 
     print(f"{args.model} training step, batch {args.batch}, {args.size}x{args.size}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} after 1 untimed step, torch {torch.__version__}; "
@@ -108,7 +115,8 @@ def main(argv=None) -> None:
         memory_argv = ["--model", args.model, "--size", str(args.size), "--batch", str(args.batch)]
         memory_argv += ["--threads", str(args.threads)] if args.threads else []
     first = baselines.compare_paths(lambda path: trainers[path].step(clip), args.repeats, script=__file__,
-                                    memory_argv=memory_argv, digits=2, device=args.device)
+                                    memory_argv=memory_argv, digits=2, device=args.device,
+                                    flops=flops, peaks=peaks)
     a, b = first["baseline"], first["optimised"]
     print(f"max |diff| outputs {baselines.max_abs_diff(a['outputs'], b['outputs']):.2e} "
           f"(max |output| {max(v.abs().max().item() for v in a['outputs'].values()):.2e})")

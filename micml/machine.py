@@ -19,3 +19,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of /proc/cpuinfo ('avx2', 'avx512_bf16', 'amx_bf16', ...);
+    empty where the file is absent."""
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()

@@ -7,6 +7,17 @@ import functools
 import torch
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: CPU flags of native bfloat16 arithmetic (AVX-512 BF16 dot products, AMX tiles). Without
+#: them oneDNN emulates bf16 and autocast only adds conversions.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether this CPU (or one with `flags`) computes bfloat16 natively."""
+    from micml.machine import cpu_flags
+
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
 def check_amp(amp: str) -> None:

@@ -38,7 +38,7 @@ from micml.inference import (
 )
 from micml.inference.decode import NOT_A_PEAK
 from micml.inference.detect import draw_detections
-from micml.inference.tiling import axis_tiling, round_up
+from micml.inference.tiling import axis_tiling, fitted_tile, round_up
 
 RECEPTIVE_RADIUS = 2  # two 3x3 convolutions
 
@@ -242,6 +242,29 @@ def test_tile_cores_cover_every_pixel_exactly_once(height, width, tile_units, da
         y0, y1, x0, x1 = one_tile.core
         owners[y0:y1, x0:x1] += 1
     assert (owners == 1).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(length=st.integers(1, 3000), tile_units=st.integers(1, 64), data=st.data())
+def test_fitted_tile_never_costs_more_than_exact_tiles_and_stays_bounded(length, tile_units, data):
+    tile = 16 * tile_units
+    overlap = data.draw(st.integers(0, tile - 1))
+    side = fitted_tile(length, tile, overlap)
+    assert side % 16 == 0 and side <= tile + overlap
+    fitted, exact = axis_tiling(length, side, overlap), axis_tiling(length, tile, overlap)
+    assert len(fitted.spans) * fitted.input_size <= len(exact.spans) * exact.input_size
+    spans = fitted.spans
+    assert spans[0].core_start == 0 and spans[-1].core_stop == length
+    for before, after in zip(spans, spans[1:]):
+        assert before.core_stop == after.core_start
+        assert before.start + before.extent - after.start >= overlap
+
+
+def test_a_1024_frame_takes_four_fitted_tiles_of_512_not_nine():
+    assert len(tile_layout(1024, 1024, 512, 32).tiles) == 9
+    layout = tile_layout(1024, 1024, 512, 32, fit=True)
+    assert len(layout.tiles) == 4 and layout.input_shape == (528, 528)
+    assert len(TiledDetector(LocalStandIn(), tile=512, overlap=32).layout(1024, 1024).tiles) == 4
 
 
 @pytest.mark.parametrize("tile, overlap", [(15, 0), (0, 0), (64, 64), (64, -1)])

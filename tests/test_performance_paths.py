@@ -202,6 +202,11 @@ def test_temporal_tap_equals_max_pool(frames):
 
 # ---------------------------------------------------------------------------- benchmarks
 RATIO_LINE = re.compile(r"(speed-up|ratio|/whole =)[^\n]*\d+(\.\d+)?")
+# Model benchmarks say where they stand against this machine's measured limits (benchmarks/roofline.py).
+MODEL_BENCHMARKS = ("bench_deform_conv.py", "bench_inference.py", "bench_motion.py", "bench_precision.py",
+                    "bench_tiling.py", "bench_train_step.py")
+PEAK_LINE = re.compile(r"CPU: .+ peaks: GEMM \d+\.\d GFLOP/s .* conv \d+\.\d GFLOP/s")
+RATE_LINE = re.compile(r"\d+\.\d GFLOP/s, \d+ % of GEMM peak, \d+ % of conv peak")
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("bench_*.py")))
@@ -214,3 +219,82 @@ def test_benchmark_runs_tiny_and_prints_a_ratio(script):
     assert RATIO_LINE.search(result.stdout), result.stdout
     numbers = [float(n) for n in re.findall(r"(\d+\.\d+)x", result.stdout)]
     assert all(math.isfinite(n) and n > 0 for n in numbers)
+    if script in MODEL_BENCHMARKS:
+        assert PEAK_LINE.search(result.stdout), result.stdout
+        assert len(RATE_LINE.findall(result.stdout)) >= 2, result.stdout
+
+
+def _roofline():
+    """benchmarks/roofline.py (the scripts import it as a sibling, not through a package)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import roofline
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return roofline
+
+
+def test_rate_line_states_percent_of_each_peak():
+    roofline = _roofline()
+    line = roofline.rate_line("optimised", 50e9, 0.5, roofline.Peaks(gemm_gflops=200.0, conv_gflops=125.0))
+    assert line.startswith("optimised: 100.0 GFLOP/s, 50 % of GEMM peak, 80 % of conv peak"), line
+
+
+def test_model_flops_counts_without_touching_the_model():
+    roofline = _roofline()
+    conv = torch.nn.Conv3d(3, 4, (1, 3, 3), padding=(0, 1, 1))
+    assert roofline.model_flops(conv, (1, 3, 5, 8, 8)) == 2 * 4 * 5 * 8 * 8 * 3 * 9
+    assert conv.weight.device.type == "cpu"
+
+
+# ---------------------------------------------------------------------------- bf16 hardware
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, monkeypatch):
+    import micml.machine
+    from micml.precision import cpu_has_bf16
+
+    assert cpu_has_bf16(frozenset({"avx512f", "avx512_bf16"})) and cpu_has_bf16(frozenset({"amx_bf16"}))
+    assert not cpu_has_bf16(frozenset({"avx2", "avx512f"}))
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512_bf16\n\n")
+    monkeypatch.setattr(micml.machine, "CPUINFO", cpuinfo)
+    assert micml.machine.cpu_flags() == {"fpu", "avx2", "avx512_bf16"} and cpu_has_bf16()
+    monkeypatch.setattr(micml.machine, "CPUINFO", tmp_path / "absent")
+    assert micml.machine.cpu_flags() == frozenset() and not cpu_has_bf16()
+
+
+# ---------------------------------------------------------------------------- allocator
+FAULTS_OF_A_SECOND_FORWARD = """
+import resource, sys, torch
+from micml.allocator import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+torch.set_num_threads(2)
+conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+x = torch.randn(1, 8, 1024, 1024)  # 32 MiB activations: above glibc's largest default mmap threshold
+
+def forward():
+    with torch.inference_mode():
+        return conv(conv(conv(x))).relu().sum()
+
+forward()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+forward()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_kept_memory_is_reused_without_fresh_page_faults(tmp_path):
+    script = tmp_path / "second_forward.py"
+    script.write_text(FAULTS_OF_A_SECOND_FORWARD)
+
+    def faults(mode):
+        result = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, check=True,
+                                cwd=BENCHMARKS.parent, env=dict(os.environ, PYTHONPATH=str(BENCHMARKS.parent)))
+        return int(result.stdout.split()[-1])
+
+    # Four 32 MiB activations mapped afresh are 32,768 faults of 4 KiB pages. Kept memory is
+    # reused: how much depends on where small objects land in the heap, so only "far fewer".
+    default, kept = faults("default"), faults("keep")
+    assert default > 30_000
+    assert kept < default / 3, (kept, default)

@@ -5,9 +5,11 @@ Layout, per axis (rows and columns independently):
   16 with the clip sampler's grey (`micml.data.clips.PAD_PIXEL`, ~0 after the reference's normalisation) and
   cropped back from the heads before decoding; with `tile=None` every frame is one such tile,
   which is exactly the validation input of `micml.data.clips` (the reference's 1024 setting);
-- a longer frame is cut into tiles of exactly `tile` pixels that start every `tile - overlap`
-  pixels; the last tile is shifted inward to end on the frame edge instead of being padded, so the
-  network never sees padding inside a large frame and every tile has the same shape (batchable).
+- a longer frame is cut into tiles of exactly `tile` pixels (or, as `TiledDetector` does by
+  default, of the `fitted_tile` side: the fewest network pixels, at most tile + overlap) that
+  start every side - overlap pixels; the last tile is shifted inward to end on the frame edge
+  instead of being padded, so the network never sees padding inside a large frame and every
+  tile has the same shape (batchable).
 
 Grey rather than reflect padding: reflection would copy objects into the padding (mirrored,
 moving, and able to suppress or create peaks near the edge), while grey is what the model
@@ -35,6 +37,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from micml.allocator import keep_freed_memory
 from micml.data.clips import PAD_PIXEL, REFERENCE_NORMALISATION, SIZE_MULTIPLE, Normalisation
 from micml.inference.decode import REFERENCE_TOP_K, decode_batch, real_rows
 from micml.inference.nms import soft_nms_gaussian
@@ -128,9 +131,33 @@ class TileLayout:
         return [Tile(row, col) for row, col in product(self.rows.spans, self.cols.spans)]
 
 
-def tile_layout(height: int, width: int, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> TileLayout:
+def fitted_tile(length: int, tile: int, overlap: int) -> int:
+    """The tile side, a multiple of 16 no larger than tile + overlap, that covers an axis of
+    `length` pixels with the fewest network pixels (count x side); on a tie the smaller side.
+
+    Exact tiles pay for the count rounded up: 1024 pixels in tiles of 512 overlapping by 32
+    need three (1536 pixels, 2.25x the frame's area in 2-D), while two of 528 cover them
+    (1056 pixels, 1.06x). Growing a tile by at most the overlap keeps the memory bound.
+    """
+    largest = (tile + overlap) // SIZE_MULTIPLE * SIZE_MULTIPLE
+    best_cost, best_side = None, tile
+    count = 1
+    while True:
+        side = round_up(length if count == 1 else -(-(length + (count - 1) * overlap) // count))
+        if side <= largest and (best_cost is None or count * side <= best_cost):
+            best_cost, best_side = count * side, side
+        if side <= tile:  # more tiles than the exact tiling needs only shrink them further
+            return best_side
+        count += 1
+
+
+def tile_layout(height: int, width: int, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                fit: bool = False) -> TileLayout:
+    """Tiles of exactly `tile` pixels; with `fit`, of `fitted_tile` pixels per axis."""
     check_tiling(tile, overlap)
-    return TileLayout(height, width, axis_tiling(height, tile, overlap), axis_tiling(width, tile, overlap))
+    rows, cols = (tile, tile) if tile is None or not fit else (
+        fitted_tile(height, tile, overlap), fitted_tile(width, tile, overlap))
+    return TileLayout(height, width, axis_tiling(height, rows, overlap), axis_tiling(width, cols, overlap))
 
 
 @dataclass(eq=False)
@@ -152,12 +179,14 @@ class TiledDetector:
     one the model was trained with: by default `model.normalisation` (set by
     `micml.inference.load_detector` from the checkpoint), else the reference's. `compile` runs the
     network through `torch.compile` (each new tile shape compiles once; float rounding differs).
+    `fit_tiles` (default) sizes the tiles per axis by `fitted_tile` (at most tile + overlap
+    pixels) instead of exactly `tile`: fewer network pixels for the same frame.
     """
 
     def __init__(self, model: torch.nn.Module, *, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int = 1, top_k: int = REFERENCE_TOP_K, soft_nms: bool = True,
                  device: torch.device | str | None = None, amp: str = "off",
-                 normalisation: Normalisation | None = None, compile: bool = False):
+                 normalisation: Normalisation | None = None, compile: bool = False, fit_tiles: bool = True):
         check_tiling(tile, overlap)
         check_amp(amp)
         if batch_size < 1 or top_k < 1:
@@ -166,10 +195,12 @@ class TiledDetector:
         self.device = torch.device(device) if device is not None else (
             parameter.device if parameter is not None else torch.device("cpu"))
         self.dtype = parameter.dtype if parameter is not None else torch.float32
+        if self.device.type == "cpu":
+            keep_freed_memory()  # large frames: reuse freed activations instead of fresh pages
         self.model = model.to(self.device).eval()
         self.network = compiled(self.model, compile)  # what runs; self.model stays the plain module
         tune_cudnn(self.device)
-        self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
+        self.tile, self.overlap, self.batch_size, self.fit_tiles = tile, overlap, batch_size, fit_tiles
         self.top_k, self.soft_nms = top_k, soft_nms
         self.amp = amp
         self.normalisation = normalisation or getattr(model, "normalisation", REFERENCE_NORMALISATION)
@@ -179,7 +210,7 @@ class TiledDetector:
         self.pad_values = torch.from_numpy(grey).to(self.device).view(1, 3, 1, 1, 1)
 
     def layout(self, height: int, width: int) -> TileLayout:
-        return tile_layout(height, width, self.tile, self.overlap)
+        return tile_layout(height, width, self.tile, self.overlap, fit=self.fit_tiles)
 
     def detect_clip(self, clip: Sequence[np.ndarray]) -> np.ndarray:
         """N x 5 float32 [x1, y1, x2, y2, score] for the current frame of one clip."""
