@@ -493,6 +493,7 @@ def test_predict_split_writes_mat_tree_coco_json_and_csv(tmp_path, tiny_dataset,
     assert (out / "detections.json").read_text() == (tmp_path / "reference.json").read_text()
     predicted = json.loads((out / "predict.json").read_text())
     assert predicted["frames"] == 5
+    assert predicted["fit_tiles"] is True  # the tile layout is tile, overlap and this: reproducible
     assert predicted["weights_sha256"] == weights_digest(torch.load(checkpoint, weights_only=True)["state_dict"])
 
 

@@ -103,6 +103,7 @@ class PredictionSummary:
     split: str
     tile: int | None
     overlap: int
+    fit_tiles: bool  # tiles sized per axis by micml.inference.tiling.fitted_tile (at most tile + overlap)
     batch_size: int
     top_k: int
     soft_nms: bool
@@ -158,7 +159,7 @@ def predict_split(checkpoint: str | os.PathLike, dataset_root: str | os.PathLike
     summary = PredictionSummary(
         out_dir=str(out_dir), checkpoint=str(checkpoint), weights_sha256=model.weights_sha256,
         variant=getattr(model, "variant", "?"), split=split,
-        tile=tile, overlap=overlap, batch_size=batch_size, top_k=top_k, soft_nms=soft_nms, device=str(device), amp=amp,
+        tile=tile, overlap=overlap, fit_tiles=detector.fit_tiles, batch_size=batch_size, top_k=top_k, soft_nms=soft_nms, device=str(device), amp=amp,
         compile=compile,
         videos=len(videos), frames=writer.frames, detections=writer.rows, seconds=round(seconds, 3),
         frames_per_second=round(writer.frames / seconds, 3) if seconds > 0 else float("inf"),
