@@ -208,7 +208,7 @@ import numpy as np
 import pandas as pd
 from micml import layout
 from micml.data.unified import UnifiedWriter
-from micml.evaluation import frame_mat_path, write_frame_mat
+from micml.detections import frame_mat_path, write_frame_mat
 from micml.evaluation.paper import write_paper_tables
 from micml.evaluation.evaluate import evaluate_predictions
 

@@ -13,13 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from micml.evaluation import (
-    DetectionFileError,
     EvaluationInputError,
     box_iou,
     centre_distance,
     coco_ap50,
     coco_image_ids,
-    coco_image_index,
     dronecrowd_lmap,
     dsfnet_f1,
     greedy_point_matches,
@@ -28,10 +26,14 @@ from micml.evaluation import (
     pr_curve_distance,
     pr_curve_dsfnet,
     pr_curve_points,
+    voc_ap,
+)
+from micml.detections import (
+    DetectionFileError,
+    coco_image_index,
     read_coco_results,
     read_detection_dir,
     read_frame_mat,
-    voc_ap,
     write_coco_results,
     write_frame_mat,
 )

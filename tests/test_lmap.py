@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from fixtures_real import build_dronecrowd_tree, constant_jpeg, link_frames, load_real_anno
 from micml.data.converters import convert_dronecrowd
 from micml.data.unified import UnifiedDataset
-from micml.evaluation import frame_mat_path, write_frame_mat
+from micml.detections import frame_mat_path, write_frame_mat
 from micml.evaluation.points import dronecrowd_lmap
 from micml.evaluation.evaluate import evaluate_predictions, ground_truth_boxes, ground_truth_points
 from micml.evaluation.protocols import box_centre_points

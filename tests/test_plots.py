@@ -14,7 +14,8 @@ import pytest
 from micml import layout
 from micml.data.unified import UnifiedWriter
 from micml.engine.records import LOG_FIELDS
-from micml.evaluation import dsfnet_f1, frame_mat_path, write_frame_mat
+from micml.evaluation import dsfnet_f1
+from micml.detections import frame_mat_path, write_frame_mat
 from micml.evaluation.plots import (
     FN_COLOUR,
     FP_COLOUR,

@@ -12,7 +12,7 @@ import pytest
 
 from micml import layout
 from micml.data.unified import UnifiedWriter
-from micml.evaluation import frame_mat_path, write_frame_mat
+from micml.detections import frame_mat_path, write_frame_mat
 from micml.evaluation.paper import paper_table_files, write_paper_tables
 from micml.evaluation.evaluate import EvaluationSetupError, evaluate_predictions, metric_files
 from micml.tables import TableDocument, TableSection

@@ -9,17 +9,6 @@
 The detection files they read (.mat, COCO results json, CSV) are :mod:`micml.detections`'s.
 """
 
-from micml.detections import (
-    DetectionFileError,
-    coco_image_index,
-    frame_mat_path,
-    read_coco_results,
-    read_detection_dir,
-    read_frame_mat,
-    write_coco_results,
-    write_detection_dir,
-    write_frame_mat,
-)
 from micml.evaluation.coco import coco_ap50, coco_image_ids
 from micml.evaluation.dsfnet import (
     EvaluationInputError,
@@ -36,7 +25,6 @@ from micml.evaluation.matching import Matching, box_iou, greedy_point_matches
 from micml.evaluation.points import dronecrowd_lmap, pr_curve_points, voc_ap
 
 __all__ = [
-    "DetectionFileError",
     "EvaluationInputError",
     "MatchCountEvaluator",
     "Matching",
@@ -45,21 +33,13 @@ __all__ = [
     "centre_distance_evaluator",
     "coco_ap50",
     "coco_image_ids",
-    "coco_image_index",
     "dronecrowd_lmap",
     "dsfnet_f1",
-    "frame_mat_path",
     "greedy_point_matches",
     "iou_evaluator",
     "pr_curve_distance",
     "pr_curve_dsfnet",
     "pr_curve_points",
     "precision_recall_f1",
-    "read_coco_results",
-    "read_detection_dir",
-    "read_frame_mat",
     "voc_ap",
-    "write_coco_results",
-    "write_detection_dir",
-    "write_frame_mat",
 ]
