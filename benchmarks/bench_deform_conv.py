@@ -1,5 +1,9 @@
 """Benchmark micml's gather DCNv2 against torchvision's kernel (CPU by default).
 
+torchvision gets the inputs as the reference passes them (NCHW); micml's DCN and the conv2d it
+is compared with get them as micml's CPU models do (channels-last activations, offset and mask
+as channel slices of one channels-last tensor).
+
 Prints median forward and forward+backward times per backend, their ratio, and
 the largest differences of outputs and gradients. Example (the goal setting):
 
@@ -20,6 +24,7 @@ import torch
 
 import baselines
 import roofline
+from micml.allocator import keep_freed_memory
 from micml.ops import modulated_deform_conv2d
 
 BACKENDS = ("torchvision", "gather")
@@ -50,7 +55,7 @@ def make_inputs(batch, channels, size, device, seed=0):
     def randn(*shape, scale=1.0):
         return (torch.randn(*shape, generator=generator) * scale).to(device)
 
-    return {
+    inputs = {
         "x": randn(batch, channels, size, size),
         "offset": randn(batch, 18, size, size, scale=2.0),
         "mask": randn(batch, 9, size, size).sigmoid(),
@@ -58,6 +63,19 @@ def make_inputs(batch, channels, size, device, seed=0):
         "bias": randn(channels),
         "grad_out": randn(batch, channels, size, size),
     }
+    return inputs
+
+
+def as_in_micml(inputs):
+    """The same inputs laid out as micml's CPU models pass them: channels-last activations, and
+    offset and mask as channel slices of the channels-last offset/mask conv output."""
+    laid_out = dict(inputs)
+    for name in ("x", "grad_out"):
+        laid_out[name] = inputs[name].contiguous(memory_format=torch.channels_last)
+    offset_and_mask = torch.cat([inputs["offset"], inputs["mask"]], 1).contiguous(memory_format=torch.channels_last)
+    offset_channels = inputs["offset"].shape[1]
+    laid_out["offset"], laid_out["mask"] = offset_and_mask[:, :offset_channels], offset_and_mask[:, offset_channels:]
+    return laid_out
 
 
 def run(backend, inputs, backward):
@@ -86,7 +104,11 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    inputs = make_inputs(args.batch, args.channels, args.size, args.device)
+    keep_freed_memory()  # as micml's train and test jobs do on CPU: every path alike
+    reference_inputs = make_inputs(args.batch, args.channels, args.size, args.device)
+    # torchvision as the reference calls it (NCHW); micml's DCN and the conv2d as micml runs them
+    inputs = {"torchvision": reference_inputs, "gather": as_in_micml(reference_inputs)}
+    inputs["conv2d"] = inputs["gather"]
     print(
         f"DCNv2 3x3, batch {args.batch}, {args.channels}->{args.channels} channels, "
         f"{args.size}x{args.size}, {args.device}, {torch.get_num_threads()} threads, "
@@ -94,14 +116,14 @@ def main(argv=None):
     )
 
     peaks = roofline.measured_peaks(args.tiny)
-    results = {backend: run(backend, inputs, backward=True) for backend in BACKENDS}  # warm-up
-    run_conv2d(inputs, backward=True)
+    results = {backend: run(backend, inputs[backend], backward=True) for backend in BACKENDS}  # warm-up
+    run_conv2d(inputs["conv2d"], backward=True)
     functions = {}
     for backend in BACKENDS:
-        functions[backend, "forward"] = functools.partial(run, backend, inputs, backward=False)
-        functions[backend, "both"] = functools.partial(run, backend, inputs, backward=True)
+        functions[backend, "forward"] = functools.partial(run, backend, inputs[backend], backward=False)
+        functions[backend, "both"] = functools.partial(run, backend, inputs[backend], backward=True)
     for part in PARTS:
-        functions["conv2d", part] = functools.partial(run_conv2d, inputs, backward=part == "both")
+        functions["conv2d", part] = functools.partial(run_conv2d, inputs["conv2d"], backward=part == "both")
     times = baselines.interleaved_seconds(functions, args.repeats, args.device)
     median = {key: statistics.median(values) for key, values in times.items()}
     fastest = {key: min(values) for key, values in times.items()}

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 ENVS = REPO / "envs"
 RULE_FILES = sorted((REPO / "rules").glob("*.smk"))
 # pip distribution -> the module it installs, for the packages the rule scripts may import
-IMPORT_NAMES = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "scipy": "scipy",
+IMPORT_NAMES = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "scipy": "scipy", "numba": "numba",
                 "opencv-python-headless": "cv2", "pandas": "pandas", "matplotlib": "matplotlib",
                 "pycocotools": "pycocotools", "tqdm": "tqdm", "pyyaml": "yaml", "jsonschema": "jsonschema",
                 "safetensors": "safetensors", "av": "av", "trackeval": "trackeval"}

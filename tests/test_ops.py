@@ -254,7 +254,7 @@ def test_layer_learns_offsets_through_either_backend():
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
-def test_chunked_and_int64_paths_match_single_pass(monkeypatch):
+def test_chunked_and_single_thread_scatter_match_single_pass(monkeypatch):
     case = random_case(2, 4, 3, (9, 7), groups=2)
 
     def output_and_grads():
@@ -264,7 +264,7 @@ def test_chunked_and_int64_paths_match_single_pass(monkeypatch):
 
     single = output_and_grads()
     monkeypatch.setattr(gather_module, "COLUMN_CHUNK_BYTES", 5 * 4 * 9 * 8)  # 5 pixels per chunk, ragged end
-    monkeypatch.setattr(gather_module, "_INT32_LIMIT", 0)  # force 64-bit indices
+    monkeypatch.setattr(gather_module, "THREAD_GRADIENT_BYTES", 0)  # one copy of the input gradient
     for chunked, whole in zip(output_and_grads(), single):
         torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)
 

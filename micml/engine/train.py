@@ -37,6 +37,7 @@ from micml.engine.loop import Loop
 from micml.engine.records import BEST, LAST, LOG_CSV, CsvLog, run_record, write_provenance
 from micml.engine.resume import TrainState, identity_fingerprint, restore, resumable, run_identity, write_identity
 from micml.engine.validation import Validator, make_f1_validator, make_val_set
+from micml.allocator import keep_freed_memory
 from micml.precision import channels_last_weights, compiled, tune_cudnn
 
 log = logging.getLogger("micml.engine")
@@ -80,6 +81,8 @@ def _train(config: TrainingConfig, dataset_root: Path, out_dir: Path, fresh: boo
     seed_everything(config.seed)
     effective = effective_settings(config, context.device)
     tune_cudnn(context.device)
+    if torch.device(context.device).type == "cpu":
+        keep_freed_memory()  # every step allocates and frees the same large activations: reuse them
 
     train_set = ClipDataset(dataset_root, "train", train=True, crop_size=config.crop_size, seed=config.seed,
                             augment=config.augment, object_crop_prob=config.object_crop_prob,
