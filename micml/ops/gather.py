@@ -142,13 +142,13 @@ class _Sampler:
         offset, mask = pixel_major(offset.detach(), mask.detach(), self.groups)
         self.offset, self.mask = offset.numpy(), mask.numpy()
         self.base_y, self.base_x = base_y.numpy(), base_x.numpy()
-        self.x_shape = x.shape
+        self.kernels = kernels.for_width(self.rows.shape[-1])
 
     def columns(self, first, last):
         """Sampled columns (last - first, K*G*Cg) of output pixels [first, last)."""
         columns = torch.empty(last - first, self.points * self.groups * self.rows.shape[-1], dtype=self.dtype)
         view = columns.numpy().reshape(last - first, self.points, self.groups, -1)
-        kernels.sample_columns(self.rows, self.offset, self.mask, self.base_y, self.base_x, first, view)
+        self.kernels.sample_columns(self.rows, self.offset, self.mask, self.base_y, self.base_x, first, view)
         return columns
 
 
@@ -170,7 +170,7 @@ class _SamplingGradients:
         pixels = grad_columns.shape[0]
         flat_offset = self.grad_offset.view(-1, s.points, s.groups, 2)[first:first + pixels]
         flat_mask = self.grad_mask.view(-1, s.points, s.groups)[first:first + pixels]
-        kernels.sample_gradients(
+        s.kernels.sample_gradients(
             s.rows, s.offset, s.mask, s.base_y, s.base_x, first,
             grad_columns.numpy().reshape(pixels, s.points, s.groups, -1),
             self.grad_rows.numpy(), flat_offset.numpy(), flat_mask.numpy(), self.want_x, self.want_corners,

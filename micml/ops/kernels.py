@@ -2,9 +2,9 @@
 
 Hand-written (numba) because no maintained library fuses it on the CPU: torchvision's
 ``deform_conv2d`` CPU kernel is single-threaded, and the same sampling built from torch ops
-(four index and weight tensors, ``embedding_bag`` gathers, a sorted CSR scatter) spends
-two thirds of a DCN's time on ~20 passes over memory. Each kernel here makes one pass,
-computing a sample's four corners and weights where it uses them. The GEMMs stay in torch.
+(index and weight tensors, ``embedding_bag`` gathers, a sorted CSR scatter) spent two thirds
+of a DCN's time on ~20 passes over memory. Each kernel here makes one pass, computing a
+sample's four corners and weights where it uses them. The GEMMs stay in torch.
 
 Conventions shared by the kernels (torchvision's DCNv2 semantics):
 
@@ -14,20 +14,23 @@ Conventions shared by the kernels (torchvision's DCNv2 semantics):
   its index is clamped into the image (it is read and multiplied by 0);
 * a corner's weight is ``mask * fy * fx`` with ``fy = (1 - ty, ty)`` along y, likewise x.
 
-Kernels take numpy arrays (free views of contiguous CPU tensors) and write into the
-outputs they are given; threads come from numba's pool, sized by the caller
-(:func:`micml.ops.gather.use_torch_threads`).
+Kernels take numpy arrays (free views of CPU tensors) and write into the outputs they are
+given; threads come from numba's pool, sized by the caller (`micml.ops.gather.use_torch_threads`).
+The number of channels per row is a compile-time constant, one set of kernels per width
+(:func:`for_width`): LLVM then vectorises rows as short as 16 channels, which it leaves
+scalar with a run-time trip count (2-5x slower, measured).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import NamedTuple
 
 import numba
-import numpy as np
 
-# cache=True: compiled code is kept beside this file (__pycache__), so only the first run on a
-# machine pays the ~2 s compilation of each kernel and dtype.
+# cache=True: compiled code is kept beside this file (__pycache__; numba keys it by the
+# closure's width too), so only the first run on a machine pays ~1 s per kernel, width, dtype.
 _JIT = {"nogil": True, "cache": True, "boundscheck": False}
 
 
@@ -47,122 +50,147 @@ def _neighbours(position, size):
     return index_low, index_high, factor_low, factor_high, inside_low, inside_high
 
 
-# Reassociation lets LLVM vectorise the reduction; the order is still fixed for a given
-# machine, so results are reproducible run to run.
-@numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
-def _dot(a, b):
-    total = a.dtype.type(0)
-    for c in range(a.shape[0]):
-        total += a[c] * b[c]
-    return total
+class Kernels(NamedTuple):
+    """The kernels for rows of one width (channels per deformable group, or output channels)."""
+
+    sample_columns: object
+    sample_gradients: object
+    sample_mixed: object
 
 
-@numba.njit(**_JIT)
-def _add_scaled(target, scale, values):
-    for c in range(values.shape[0]):
-        target[c] += scale * values[c]
+@functools.lru_cache(maxsize=None)
+def for_width(width: int) -> Kernels:
+    """Kernels compiled for rows of ``width`` channels (compiled on first use, then cached)."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"kernel row width must be a positive integer, found {width!r}")
 
+    # Reassociation lets LLVM vectorise the reduction; the order is still fixed for a given
+    # machine, so results are reproducible run to run.
+    @numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
+    def _dot(a, b):
+        total = a.dtype.type(0)
+        for c in range(width):
+            total += a[c] * b[c]
+        return total
 
-@numba.njit(parallel=True, **_JIT)
-def sample_columns(rows, offset, mask, base_y, base_x, first, columns):
-    """columns[p, k, g] = the bilinear sample of group g at kernel point k of pixel first + p.
+    @numba.njit(parallel=True, **_JIT)
+    def sample_columns(rows, offset, mask, base_y, base_x, first, columns):
+        """columns[p, k, g] = the bilinear sample of group g at kernel point k of pixel first + p.
 
-    rows (B, H, W, G, Cg): the input, channels last. offset (B, Ho, Wo, K, G, 2) as (dy, dx)
-    and mask (B, Ho, Wo, K, G), any strides; base_y (Ho, K), base_x (Wo, K): the undeformed
-    positions; columns (n, K, G, Cg) for the pixels (b, y, x) numbered [first, first + n).
-    """
-    _, height, width, groups, _ = rows.shape
-    out_h, out_w = base_y.shape[0], base_x.shape[0]
-    dtype = columns.dtype.type
-    for p in numba.prange(columns.shape[0]):
-        pixel = first + p
-        image, out_y, out_x = pixel // (out_h * out_w), (pixel // out_w) % out_h, pixel % out_w
-        for k in range(base_y.shape[1]):
-            for g in range(groups):
-                ya, yb, fy0, fy1, _, _ = _neighbours(base_y[out_y, k] + offset[image, out_y, out_x, k, g, 0], height)
-                xa, xb, fx0, fx1, _, _ = _neighbours(base_x[out_x, k] + offset[image, out_y, out_x, k, g, 1], width)
-                m = mask[image, out_y, out_x, k, g]
-                w00, w01 = dtype(m * fy0 * fx0), dtype(m * fy0 * fx1)
-                w10, w11 = dtype(m * fy1 * fx0), dtype(m * fy1 * fx1)
-                r00, r01 = rows[image, ya, xa, g], rows[image, ya, xb, g]
-                r10, r11 = rows[image, yb, xa, g], rows[image, yb, xb, g]
-                column = columns[p, k, g]
-                for c in range(column.shape[0]):
-                    column[c] = w00 * r00[c] + w01 * r01[c] + w10 * r10[c] + w11 * r11[c]
-
-
-@numba.njit(parallel=True, **_JIT)
-def sample_gradients(rows, offset, mask, base_y, base_x, first, grad_columns,
-                     grad_rows, grad_offset, grad_mask, want_rows, want_corners):
-    """Backward of :func:`sample_columns` for pixels [first, first + n).
-
-    grad_columns (n, K, G, Cg). Adds the input gradient into grad_rows (T, B, H, W, G, Cg):
-    the pixels are split into T contiguous parts and part t scatters into grad_rows[t] only,
-    so no two threads write one place and the sum over t (by the caller) has a fixed order.
-    Writes the offset gradient (n, K, G, 2) and the mask gradient (n, K, G).
-    """
-    _, height, width, groups, _ = rows.shape
-    out_h, out_w = base_y.shape[0], base_x.shape[0]
-    dtype = grad_columns.dtype.type
-    samples, parts = grad_columns.shape[0], grad_rows.shape[0]
-    per_part = (samples + parts - 1) // parts
-    for part in numba.prange(parts):
-        target = grad_rows[part]
-        for p in range(part * per_part, min(samples, (part + 1) * per_part)):
+        rows (B, H, W, G, width): the input, channels last. offset (B, Ho, Wo, K, G, 2) as
+        (dy, dx) and mask (B, Ho, Wo, K, G), any strides; base_y (Ho, K), base_x (Wo, K): the
+        undeformed positions; columns (n, K, G, width) for the pixels (b, y, x) numbered
+        [first, first + n). rows and columns C-contiguous.
+        """
+        _, height, image_w, groups, _ = rows.shape
+        out_h, out_w, points = base_y.shape[0], base_x.shape[0], base_y.shape[1]
+        dtype = columns.dtype.type
+        for p in numba.prange(columns.shape[0]):
             pixel = first + p
             image, out_y, out_x = pixel // (out_h * out_w), (pixel // out_w) % out_h, pixel % out_w
-            for k in range(base_y.shape[1]):
+            for k in range(points):
                 for g in range(groups):
-                    ya, yb, fy0, fy1, iy0, iy1 = _neighbours(base_y[out_y, k] + offset[image, out_y, out_x, k, g, 0], height)
-                    xa, xb, fx0, fx1, ix0, ix1 = _neighbours(base_x[out_x, k] + offset[image, out_y, out_x, k, g, 1], width)
+                    ya, yb, fy0, fy1, _, _ = _neighbours(base_y[out_y, k] + offset[image, out_y, out_x, k, g, 0],
+                                                         height)
+                    xa, xb, fx0, fx1, _, _ = _neighbours(base_x[out_x, k] + offset[image, out_y, out_x, k, g, 1],
+                                                         image_w)
                     m = mask[image, out_y, out_x, k, g]
-                    grad = grad_columns[p, k, g]
-                    if want_rows:
-                        _add_scaled(target[image, ya, xa, g], dtype(m * fy0 * fx0), grad)
-                        _add_scaled(target[image, ya, xb, g], dtype(m * fy0 * fx1), grad)
-                        _add_scaled(target[image, yb, xa, g], dtype(m * fy1 * fx0), grad)
-                        _add_scaled(target[image, yb, xb, g], dtype(m * fy1 * fx1), grad)
-                    if not want_corners:
-                        continue
-                    # Gradients of the four corner weights, then the chain rule through
-                    # w[a, b] = m * fy[a] * fx[b] (d ty / d dy = 1: the floor is locally constant).
-                    d00, d01 = _dot(grad, rows[image, ya, xa, g]), _dot(grad, rows[image, ya, xb, g])
-                    d10, d11 = _dot(grad, rows[image, yb, xa, g]), _dot(grad, rows[image, yb, xb, g])
-                    along_x_low_row, along_x_high_row = d00 * fx0 + d01 * fx1, d10 * fx0 + d11 * fx1
-                    along_y_low_col, along_y_high_col = d00 * fy0 + d10 * fy1, d01 * fy0 + d11 * fy1
-                    grad_offset[p, k, g, 0] = m * (iy1 * along_x_high_row - iy0 * along_x_low_row)
-                    grad_offset[p, k, g, 1] = m * (ix1 * along_y_high_col - ix0 * along_y_low_col)
-                    grad_mask[p, k, g] = fy0 * along_x_low_row + fy1 * along_x_high_row
+                    w00, w01 = dtype(m * fy0 * fx0), dtype(m * fy0 * fx1)
+                    w10, w11 = dtype(m * fy1 * fx0), dtype(m * fy1 * fx1)
+                    r00, r01 = rows[image, ya, xa, g], rows[image, ya, xb, g]
+                    r10, r11 = rows[image, yb, xa, g], rows[image, yb, xb, g]
+                    column = columns[p, k, g]
+                    for c in range(width):
+                        column[c] = w00 * r00[c] + w01 * r01[c] + w10 * r10[c] + w11 * r11[c]
 
+    @numba.njit(parallel=True, **_JIT)
+    def sample_gradients(rows, offset, mask, base_y, base_x, first, grad_columns,
+                         grad_rows, grad_offset, grad_mask, want_rows, want_corners):
+        """Backward of `sample_columns` for pixels [first, first + n).
 
-@numba.njit(parallel=True, **_JIT)
-def sample_mixed(mixed, offset, mask_logits, base_y, base_x, top, padded_h, bias, out):
-    """Mix-first DCN (micml.models.fast_deform): out = bias + sum_k sum_corner weight * mixed.
+        grad_columns (n, K, G, width). Adds the input gradient into grad_rows (T, B, H, W, G,
+        width): the pixels are split into T contiguous parts and part t scatters into
+        grad_rows[t] only, so no two threads write one place and the sum over t (by the
+        caller) has a fixed order. Writes the offset gradient (n, K, G, 2) and the mask
+        gradient (n, K, G).
+        """
+        _, height, image_w, groups, _ = rows.shape
+        out_h, out_w, points = base_y.shape[0], base_x.shape[0], base_y.shape[1]
+        dtype = grad_columns.dtype.type
+        samples, parts = grad_columns.shape[0], grad_rows.shape[0]
+        per_part = (samples + parts - 1) // parts
+        for part in numba.prange(parts):
+            target = grad_rows[part]
+            for p in range(part * per_part, min(samples, (part + 1) * per_part)):
+                pixel = first + p
+                image, out_y, out_x = pixel // (out_h * out_w), (pixel // out_w) % out_h, pixel % out_w
+                for k in range(points):
+                    for g in range(groups):
+                        ya, yb, fy0, fy1, iy0, iy1 = _neighbours(
+                            base_y[out_y, k] + offset[image, out_y, out_x, k, g, 0], height)
+                        xa, xb, fx0, fx1, ix0, ix1 = _neighbours(
+                            base_x[out_x, k] + offset[image, out_y, out_x, k, g, 1], image_w)
+                        m = mask[image, out_y, out_x, k, g]
+                        grad = grad_columns[p, k, g]
+                        if want_rows:
+                            w00, w01 = dtype(m * fy0 * fx0), dtype(m * fy0 * fx1)
+                            w10, w11 = dtype(m * fy1 * fx0), dtype(m * fy1 * fx1)
+                            q00, q01 = target[image, ya, xa, g], target[image, ya, xb, g]
+                            q10, q11 = target[image, yb, xa, g], target[image, yb, xb, g]
+                            for c in range(width):
+                                q00[c] += w00 * grad[c]
+                            for c in range(width):
+                                q01[c] += w01 * grad[c]
+                            for c in range(width):
+                                q10[c] += w10 * grad[c]
+                            for c in range(width):
+                                q11[c] += w11 * grad[c]
+                        if not want_corners:
+                            continue
+                        # Gradients of the four corner weights, then the chain rule through
+                        # w[a, b] = m * fy[a] * fx[b] (d ty / d dy = 1: the floor is locally constant).
+                        d00, d01 = _dot(grad, rows[image, ya, xa, g]), _dot(grad, rows[image, ya, xb, g])
+                        d10, d11 = _dot(grad, rows[image, yb, xa, g]), _dot(grad, rows[image, yb, xb, g])
+                        along_x_low_row, along_x_high_row = d00 * fx0 + d01 * fx1, d10 * fx0 + d11 * fx1
+                        along_y_low_col, along_y_high_col = d00 * fy0 + d10 * fy1, d01 * fy0 + d11 * fy1
+                        grad_offset[p, k, g, 0] = m * (iy1 * along_x_high_row - iy0 * along_x_low_row)
+                        grad_offset[p, k, g, 1] = m * (ix1 * along_y_high_col - ix0 * along_y_low_col)
+                        grad_mask[p, k, g] = fy0 * along_x_low_row + fy1 * along_x_high_row
 
-    mixed (B, R, Wp, K, O): rows [top, top + R) of the zero-padded input (padded_h x Wp),
-    each multiplied by every kernel point's weight matrix. offset (B, Ho', Wo, K, 2) and
-    mask_logits (B, Ho', Wo, K) for a band of output rows; base_y (Ho', K) and base_x (Wo, K)
-    in padded coordinates; bias (O,); out (B, Ho', Wo, O). Positions are clamped to the
-    padded frame minus its last two rows/columns: its zero border stands for DCNv2's
-    "outside pixels count as 0", and a clamped position's second corner weighs 0.
-    """
-    padded_w = mixed.shape[2]
-    dtype = out.dtype.type
-    batch, band_h, out_w = out.shape[0], out.shape[1], out.shape[2]
-    for pixel in numba.prange(batch * band_h * out_w):
-        image, out_y, out_x = pixel // (band_h * out_w), (pixel // out_w) % band_h, pixel % out_w
-        target = out[image, out_y, out_x]
-        target[:] = bias
-        for k in range(base_y.shape[1]):
-            y = min(max(base_y[out_y, k] + offset[image, out_y, out_x, k, 0], 0), padded_h - 2)
-            x = min(max(base_x[out_x, k] + offset[image, out_y, out_x, k, 1], 0), padded_w - 2)
-            row, col = math.floor(y), math.floor(x)
-            ty, tx = y - row, x - col
-            mask = 1.0 / (1.0 + math.exp(-mask_logits[image, out_y, out_x, k]))
-            r, c = int(row) - top, int(col)
-            upper = mask * ty
-            lower = mask - upper
-            _add_scaled(target, dtype(lower * (1.0 - tx)), mixed[image, r, c, k])
-            _add_scaled(target, dtype(lower * tx), mixed[image, r, c + 1, k])
-            _add_scaled(target, dtype(upper * (1.0 - tx)), mixed[image, r + 1, c, k])
-            _add_scaled(target, dtype(upper * tx), mixed[image, r + 1, c + 1, k])
+    @numba.njit(parallel=True, **_JIT)
+    def sample_mixed(mixed, offset, mask_logits, base_y, base_x, top, padded_h, bias, out):
+        """Mix-first DCN (micml.models.fast_deform): out = bias + sum_k sum_corner weight * mixed.
+
+        mixed (B, R, Wp, K, width): rows [top, top + R) of the zero-padded input (padded_h x
+        Wp), each multiplied by every kernel point's weight matrix. offset (B, Ho', Wo, K, 2)
+        and mask_logits (B, Ho', Wo, K) for a band of output rows, any strides; base_y (Ho', K)
+        and base_x (Wo, K) in padded coordinates; bias (width,); out (B, Ho', Wo, width).
+        mixed and out C-contiguous. Positions are clamped to the padded frame minus its last
+        two rows/columns: its zero border stands for DCNv2's "outside pixels count as 0", and a
+        clamped position's second corner weighs 0.
+        """
+        padded_w, points = mixed.shape[2], mixed.shape[3]
+        batch, band_h, out_w = out.shape[0], out.shape[1], out.shape[2]
+        dtype = out.dtype.type
+        for pixel in numba.prange(batch * band_h * out_w):
+            image, out_y, out_x = pixel // (band_h * out_w), (pixel // out_w) % band_h, pixel % out_w
+            target = out[image, out_y, out_x]
+            for c in range(width):
+                target[c] = bias[c]
+            for k in range(points):
+                y = min(max(base_y[out_y, k] + offset[image, out_y, out_x, k, 0], 0), padded_h - 2)
+                x = min(max(base_x[out_x, k] + offset[image, out_y, out_x, k, 1], 0), padded_w - 2)
+                row, col = math.floor(y), math.floor(x)
+                ty, tx = y - row, x - col
+                mask = 1.0 / (1.0 + math.exp(-mask_logits[image, out_y, out_x, k]))
+                upper = mask * ty
+                lower = mask - upper
+                w00, w01 = dtype(lower * (1.0 - tx)), dtype(lower * tx)
+                w10, w11 = dtype(upper * (1.0 - tx)), dtype(upper * tx)
+                r, c0 = int(row) - top, int(col)
+                r00, r01 = mixed[image, r, c0, k], mixed[image, r, c0 + 1, k]
+                r10, r11 = mixed[image, r + 1, c0, k], mixed[image, r + 1, c0 + 1, k]
+                for c in range(width):
+                    target[c] += w00 * r00[c] + w01 * r01[c] + w10 * r10[c] + w11 * r11[c]
+
+    return Kernels(sample_columns, sample_gradients, sample_mixed)
