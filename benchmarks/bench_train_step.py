@@ -33,6 +33,7 @@ import torch
 import baselines
 import gpu_options
 import roofline
+from micml.allocator import keep_freed_memory
 from micml.models import build
 
 LEARNING_RATE = 1.25e-4
@@ -95,6 +96,8 @@ def make_trainers(args) -> tuple[dict, torch.Tensor]:
 def main(argv=None) -> None:
     args = parse_args(argv)
     baselines.configure_threads(args.threads)
+    if args.device == "cpu":
+        keep_freed_memory()  # as micml's train job does on CPU: both paths alike
     trainers, clip = make_trainers(args)
     if args.measure_memory:
         trainers[args.measure_memory].step(clip)

@@ -10,6 +10,7 @@ from micml.ops import ModulatedDeformConv2d, check_against_reference, modulated_
 from micml.ops import check as check_module
 from micml.ops import deform_conv as deform_conv_module
 from micml.ops import gather as gather_module
+from micml.ops import kernels
 from micml.ops.reference import reference_modulated_deform_conv2d
 
 BACKENDS = ("gather", "torchvision")
@@ -276,6 +277,56 @@ def test_channels_last_input_keeps_layout_and_values():
     channels_last = call(modulated_deform_conv2d, case, backend="gather")
     assert channels_last.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(channels_last, contiguous)
+
+
+def test_offset_and_mask_as_channel_slices_of_one_channels_last_tensor():
+    """How micml's layers pass them (slices of the offset/mask conv output): read in place, same values."""
+    case = random_case(2, 4, 3, (6, 7), dtype=torch.float32)
+    expected = [out.detach() for out in _output_and_grads(case)]
+    offset_and_mask = torch.cat([case["offset"], case["mask"]], 1).contiguous(memory_format=torch.channels_last)
+    sliced = dict(case, offset=offset_and_mask[:, :18], mask=offset_and_mask[:, 18:])
+    assert not sliced["offset"].is_contiguous()
+    for found, wanted in zip(_output_and_grads(sliced), expected):
+        torch.testing.assert_close(found, wanted, rtol=0, atol=0)
+
+
+def test_gradients_do_not_depend_on_the_thread_count():
+    """The scatter gives each thread its own input-gradient copy: no races, same sums up to rounding."""
+    case = random_case(2, 4, 3, (9, 8), groups=2)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _output_and_grads(case)
+        torch.set_num_threads(2)
+        two, again = _output_and_grads(case), _output_and_grads(case)
+    finally:
+        torch.set_num_threads(previous)
+    for a, b, c in zip(one, two, again):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        assert torch.equal(b, c)  # same threads, same order: bit for bit
+
+
+def test_gather_backend_refuses_other_devices():
+    case = random_case(1, 2, 2, (5, 5))
+    meta = {key: value.to("meta") for key, value in case.items() if isinstance(value, torch.Tensor)}
+    with pytest.raises(ValueError, match="CPU only.*backend='torchvision'"):
+        modulated_deform_conv2d(meta["x"], meta["offset"], meta["mask"], meta["weight"], meta["bias"],
+                                backend="gather")
+
+
+@pytest.mark.parametrize("width", [0, -3, 2.0, True])
+def test_kernels_reject_bad_row_widths(width):
+    with pytest.raises(ValueError, match="positive integer"):
+        kernels.for_width(width)
+
+
+def _output_and_grads(case):
+    leaves = [case[key].detach().clone().requires_grad_() for key in INPUT_NAMES]
+    if case["offset"].stride() != leaves[1].stride():  # keep the caller's strides (a slice stays a slice)
+        leaves[1] = case["offset"].detach().requires_grad_()
+        leaves[2] = case["mask"].detach().requires_grad_()
+    out = modulated_deform_conv2d(*leaves, **case["geometry"], backend="gather")
+    return [out.detach(), *torch.autograd.grad(out.sin().sum(), leaves)]
 
 
 def test_bad_shapes_raise_clear_errors():
