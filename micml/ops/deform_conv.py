@@ -5,7 +5,7 @@ interleaved (dy, dx) pairs, channel ``g*2K + 2k`` is the row offset of kernel
 point ``k = i*kw + j`` in deformable group ``g``; ``mask`` channel ``g*K + k``.
 Bilinear sampling, neighbours outside the image count as 0.
 
-Backends: ``"gather"`` (micml.ops.gather, fast on CPU) and ``"torchvision"``
+Backends: ``"gather"`` (micml.ops.gather: fused numba sampling + torch GEMMs, CPU only) and ``"torchvision"``
 (its compiled kernel; the one to use on CUDA). Which one runs is decided, first
 match wins, by the ``backend=`` argument, :func:`set_backend`, the environment
 variable ``MICML_DCN_BACKEND``, then the device (CPU: gather, else torchvision).

@@ -28,6 +28,7 @@ import math
 from typing import NamedTuple
 
 import numba
+import numpy as np
 
 # cache=True: compiled code is kept beside this file (__pycache__; numba keys it by the
 # closure's width too), so only the first run on a machine pays ~1 s per kernel, width, dtype.
@@ -37,7 +38,7 @@ _JIT = {"nogil": True, "cache": True, "boundscheck": False}
 @numba.njit(**_JIT)
 def _neighbours(position, size):
     """Clamped indices (low, high), bilinear factors (low, high), inside flags (low, high)."""
-    floor = math.floor(position)
+    floor = np.floor(position)  # stays a float: math.floor's int round trip doubled this function's cost
     fraction = position - floor
     # Clamp before the cast: absurd offsets cannot overflow the integer.
     low = int(min(max(floor, -2.0), float(size)))
@@ -180,7 +181,7 @@ def for_width(width: int) -> Kernels:
             for k in range(points):
                 y = min(max(base_y[out_y, k] + offset[image, out_y, out_x, k, 0], 0), padded_h - 2)
                 x = min(max(base_x[out_x, k] + offset[image, out_y, out_x, k, 1], 0), padded_w - 2)
-                row, col = math.floor(y), math.floor(x)
+                row, col = np.floor(y), np.floor(x)
                 ty, tx = y - row, x - col
                 mask = 1.0 / (1.0 + math.exp(-mask_logits[image, out_y, out_x, k]))
                 upper = mask * ty
