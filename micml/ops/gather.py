@@ -45,7 +45,7 @@ def deform_conv2d_gather(x, offset, mask, weight, bias, stride, padding, dilatio
     # Column order inside one output pixel is (kernel point, channel): the weight is laid
     # out the same way, (kh, kw, C) x O.
     weight_matrix = weight.permute(2, 3, 1, 0).reshape(points * channels, out_channels)
-    base_y, base_x = undeformed_positions(offset.shape[-2:], (kernel_h, kernel_w), stride, padding,
+    base_y, base_x = _undeformed_positions(offset.shape[-2:], (kernel_h, kernel_w), stride, padding,
                                           dilation, offset.dtype)
     out = _DeformConvFunction.apply(x, offset, mask, weight_matrix, bias, base_y, base_x)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
@@ -53,25 +53,22 @@ def deform_conv2d_gather(x, offset, mask, weight, bias, stride, padding, dilatio
     return out.contiguous()
 
 
-def undeformed_positions(out_size, kernel_size, stride, padding, dilation, dtype, shift=0):
-    """Positions sampled at offset 0: rows (Ho, K) and columns (Wo, K), in the offsets' dtype.
-
-    ``shift`` moves both into the coordinates of a padded input (micml.models.fast_deform).
-    """
+def _undeformed_positions(out_size, kernel_size, stride, padding, dilation, dtype):
+    """Positions sampled at offset 0: rows (Ho, K) and columns (Wo, K), in the offsets' dtype."""
     (out_h, out_w), (kernel_h, kernel_w) = out_size, kernel_size
     kernel_y = (torch.arange(kernel_h) * dilation[0]).repeat_interleave(kernel_w)
     kernel_x = (torch.arange(kernel_w) * dilation[1]).repeat(kernel_h)
-    base_y = (torch.arange(out_h) * stride[0] - padding[0] + shift).view(-1, 1) + kernel_y
-    base_x = (torch.arange(out_w) * stride[1] - padding[1] + shift).view(-1, 1) + kernel_x
+    base_y = (torch.arange(out_h) * stride[0] - padding[0]).view(-1, 1) + kernel_y
+    base_x = (torch.arange(out_w) * stride[1] - padding[1]).view(-1, 1) + kernel_x
     return base_y.to(dtype), base_x.to(dtype)
 
 
-def use_torch_threads():
+def _use_torch_threads():
     """Give numba's kernels as many threads as torch uses (never more than numba started)."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
-def pixel_major(offset, mask, groups):
+def _pixel_major(offset, mask, groups):
     """Strided views (B, Ho, Wo, K, G, 2) of offset and (B, Ho, Wo, K, G) of mask; no copy."""
     points = mask.shape[1] // groups
     offset = offset.unflatten(1, (groups, points, 2)).permute(0, 4, 5, 2, 1, 3)
@@ -84,7 +81,7 @@ class _DeformConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, offset, mask, weight_matrix, bias, base_y, base_x):
-        use_torch_threads()
+        _use_torch_threads()
         sampler = _Sampler(x, offset, mask, base_y, base_x)
         pixels = sampler.pixels
         out = x.new_empty(pixels, weight_matrix.shape[1])
@@ -104,7 +101,7 @@ class _DeformConvFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, offset, mask, weight_matrix, base_y, base_x = ctx.saved_tensors
         need_x, need_offset, need_mask, need_matrix, need_bias = ctx.needs_input_grad[:5]
-        use_torch_threads()
+        _use_torch_threads()
         sampler = _Sampler(x, offset, mask, base_y, base_x)
         grad_out = grad_out.permute(0, 2, 3, 1).reshape(sampler.pixels, -1)  # pixel rows (free if channels_last)
         grad_matrix = torch.zeros_like(weight_matrix) if need_matrix else None
@@ -139,7 +136,7 @@ class _Sampler:
         # Rows (b, y, x, g) of Cg channels: a free view of a channels_last x, one copy otherwise.
         rows = x.detach().permute(0, 2, 3, 1).contiguous()
         self.rows = rows.view(batch, height, width, self.groups, channels // self.groups).numpy()
-        offset, mask = pixel_major(offset.detach(), mask.detach(), self.groups)
+        offset, mask = _pixel_major(offset.detach(), mask.detach(), self.groups)
         self.offset, self.mask = offset.numpy(), mask.numpy()
         self.base_y, self.base_x = base_y.numpy(), base_x.numpy()
         self.kernels = kernels.for_width(self.rows.shape[-1])

@@ -2,7 +2,7 @@
 
 Hand-written (numba) because no maintained library fuses it on the CPU: torchvision's
 ``deform_conv2d`` CPU kernel is single-threaded, and the same sampling built from torch ops
-(index and weight tensors, ``embedding_bag`` gathers, a sorted CSR scatter) spent two thirds
+(index and weight tensors, ``embedding_bag`` gathers, a sorted CSR scatter) spent about 60 %
 of a DCN's time on ~20 passes over memory. Each kernel here makes one pass, computing a
 sample's four corners and weights where it uses them. The GEMMs stay in torch.
 
@@ -15,16 +15,15 @@ Conventions shared by the kernels (torchvision's DCNv2 semantics):
 * a corner's weight is ``mask * fy * fx`` with ``fy = (1 - ty, ty)`` along y, likewise x.
 
 Kernels take numpy arrays (free views of CPU tensors) and write into the outputs they are
-given; threads come from numba's pool, sized by the caller (`micml.ops.gather.use_torch_threads`).
+given; threads come from numba's pool, sized by the caller (`micml.ops.gather`).
 The number of channels per row is a compile-time constant, one set of kernels per width
 (:func:`for_width`): LLVM then vectorises rows as short as 16 channels, which it leaves
-scalar with a run-time trip count (2-5x slower, measured).
+scalar with a run-time trip count (2-3.5x slower in a microbenchmark).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import numba
@@ -32,6 +31,8 @@ import numpy as np
 
 # cache=True: compiled code is kept beside this file (__pycache__; numba keys it by the
 # closure's width too), so only the first run on a machine pays ~1 s per kernel, width, dtype.
+# A kernel's closure must hold plain values only: numba hashes it into the cache key, and a
+# jitted function in it hashes differently in every process (a cache miss every run).
 _JIT = {"nogil": True, "cache": True, "boundscheck": False}
 
 
@@ -51,12 +52,23 @@ def _neighbours(position, size):
     return index_low, index_high, factor_low, factor_high, inside_low, inside_high
 
 
+# Reassociation lets LLVM vectorise the reduction; the order is still fixed for a given
+# machine, so results are reproducible run to run. `width` is a compile-time constant here too
+# (numba.literally; a kernel passes its closure's width, so there is no run-time dispatch).
+@numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
+def _dot(a, b, width):
+    numba.literally(width)
+    total = a.dtype.type(0)
+    for c in range(width):
+        total += a[c] * b[c]
+    return total
+
+
 class Kernels(NamedTuple):
-    """The kernels for rows of one width (channels per deformable group, or output channels)."""
+    """The kernels for rows of one width (channels per deformable group)."""
 
     sample_columns: object
     sample_gradients: object
-    sample_mixed: object
 
 
 @functools.lru_cache(maxsize=None)
@@ -64,15 +76,6 @@ def for_width(width: int) -> Kernels:
     """Kernels compiled for rows of ``width`` channels (compiled on first use, then cached)."""
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"kernel row width must be a positive integer, found {width!r}")
-
-    # Reassociation lets LLVM vectorise the reduction; the order is still fixed for a given
-    # machine, so results are reproducible run to run.
-    @numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
-    def _dot(a, b):
-        total = a.dtype.type(0)
-        for c in range(width):
-            total += a[c] * b[c]
-        return total
 
     @numba.njit(parallel=True, **_JIT)
     def sample_columns(rows, offset, mask, base_y, base_x, first, columns):
@@ -150,48 +153,12 @@ def for_width(width: int) -> Kernels:
                             continue
                         # Gradients of the four corner weights, then the chain rule through
                         # w[a, b] = m * fy[a] * fx[b] (d ty / d dy = 1: the floor is locally constant).
-                        d00, d01 = _dot(grad, rows[image, ya, xa, g]), _dot(grad, rows[image, ya, xb, g])
-                        d10, d11 = _dot(grad, rows[image, yb, xa, g]), _dot(grad, rows[image, yb, xb, g])
+                        d00, d01 = _dot(grad, rows[image, ya, xa, g], width), _dot(grad, rows[image, ya, xb, g], width)
+                        d10, d11 = _dot(grad, rows[image, yb, xa, g], width), _dot(grad, rows[image, yb, xb, g], width)
                         along_x_low_row, along_x_high_row = d00 * fx0 + d01 * fx1, d10 * fx0 + d11 * fx1
                         along_y_low_col, along_y_high_col = d00 * fy0 + d10 * fy1, d01 * fy0 + d11 * fy1
                         grad_offset[p, k, g, 0] = m * (iy1 * along_x_high_row - iy0 * along_x_low_row)
                         grad_offset[p, k, g, 1] = m * (ix1 * along_y_high_col - ix0 * along_y_low_col)
                         grad_mask[p, k, g] = fy0 * along_x_low_row + fy1 * along_x_high_row
 
-    @numba.njit(parallel=True, **_JIT)
-    def sample_mixed(mixed, offset, mask_logits, base_y, base_x, top, padded_h, bias, out):
-        """Mix-first DCN (micml.models.fast_deform): out = bias + sum_k sum_corner weight * mixed.
-
-        mixed (B, R, Wp, K, width): rows [top, top + R) of the zero-padded input (padded_h x
-        Wp), each multiplied by every kernel point's weight matrix. offset (B, Ho', Wo, K, 2)
-        and mask_logits (B, Ho', Wo, K) for a band of output rows, any strides; base_y (Ho', K)
-        and base_x (Wo, K) in padded coordinates; bias (width,); out (B, Ho', Wo, width).
-        mixed and out C-contiguous. Positions are clamped to the padded frame minus its last
-        two rows/columns: its zero border stands for DCNv2's "outside pixels count as 0", and a
-        clamped position's second corner weighs 0.
-        """
-        padded_w, points = mixed.shape[2], mixed.shape[3]
-        batch, band_h, out_w = out.shape[0], out.shape[1], out.shape[2]
-        dtype = out.dtype.type
-        for pixel in numba.prange(batch * band_h * out_w):
-            image, out_y, out_x = pixel // (band_h * out_w), (pixel // out_w) % band_h, pixel % out_w
-            target = out[image, out_y, out_x]
-            for c in range(width):
-                target[c] = bias[c]
-            for k in range(points):
-                y = min(max(base_y[out_y, k] + offset[image, out_y, out_x, k, 0], 0), padded_h - 2)
-                x = min(max(base_x[out_x, k] + offset[image, out_y, out_x, k, 1], 0), padded_w - 2)
-                row, col = np.floor(y), np.floor(x)
-                ty, tx = y - row, x - col
-                mask = 1.0 / (1.0 + math.exp(-mask_logits[image, out_y, out_x, k]))
-                upper = mask * ty
-                lower = mask - upper
-                w00, w01 = dtype(lower * (1.0 - tx)), dtype(lower * tx)
-                w10, w11 = dtype(upper * (1.0 - tx)), dtype(upper * tx)
-                r, c0 = int(row) - top, int(col)
-                r00, r01 = mixed[image, r, c0, k], mixed[image, r, c0 + 1, k]
-                r10, r11 = mixed[image, r + 1, c0, k], mixed[image, r + 1, c0 + 1, k]
-                for c in range(width):
-                    target[c] += w00 * r00[c] + w01 * r01[c] + w10 * r10[c] + w11 * r11[c]
-
-    return Kernels(sample_columns, sample_gradients, sample_mixed)
+    return Kernels(sample_columns, sample_gradients)
