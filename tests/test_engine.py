@@ -391,6 +391,17 @@ def test_one_process_trains_in_this_process_with_the_settings_checked_once(datas
     assert len(checked) == 1 and load_checkpoint(model)["global_step"] == 2
 
 
+def test_cpu_training_keeps_freed_memory_for_reuse(dataset_root, tmp_path, monkeypatch):
+    """Every step allocates and frees the same large buffers: on CPU the train job tells the
+    allocator to keep them (micml.allocator), as CPU inference does."""
+    import micml.engine.train as train_module
+
+    calls = []
+    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append(True) or True)
+    train(tiny_config(epochs=1, val_interval=0), dataset_root, tmp_path)
+    assert calls == [True]
+
+
 # --------------------------------------------------------------------------- the real model
 
 

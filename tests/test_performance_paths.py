@@ -67,6 +67,23 @@ def test_motion_forward_equals_straightforward_statement_with_gradients(mining, 
         torch.testing.assert_close(found[2][name], grad, rtol=0, atol=1e-10 * scale, msg=name)
 
 
+def test_motion_module_pools_channels_last_memory_on_cpu(monkeypatch):
+    """PyTorch's CPU adaptive max-pool is 10-20x slower on (B, C, H, W) memory, which the
+    ConvLSTM states come in: the module hands it channels-last memory (the reference layout
+    switch, used by the benchmarks' baseline, leaves it as it is)."""
+    motion = MotionModule(channels=8, num_layers=1, pooled_size=4).train()
+    seq = torch.randn(2, 5, 8, 12, 10)
+    layouts = []
+    motion.maxpool.register_forward_pre_hook(
+        lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    motion(seq)
+    assert layouts and all(layouts)
+    layouts.clear()
+    monkeypatch.setattr(layout, "_channels_last_on_cpu", False)
+    motion(seq)
+    assert layouts and not any(layouts)
+
+
 def test_convlstm_step_from_input_gates_equals_cell_forward():
     torch.manual_seed(5)
     cell = ConvLSTMCell(6, 4)
