@@ -28,6 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from micml.allocator import keep_freed_memory
 from micml.checkpoint import CheckpointError, build_model
 from micml.data.clips import ClipDataset
 from micml.engine.config import TrainingConfig, effective_settings, read_config_file, training_config
@@ -37,7 +38,6 @@ from micml.engine.loop import Loop
 from micml.engine.records import BEST, LAST, LOG_CSV, CsvLog, run_record, write_provenance
 from micml.engine.resume import TrainState, identity_fingerprint, restore, resumable, run_identity, write_identity
 from micml.engine.validation import Validator, make_f1_validator, make_val_set
-from micml.allocator import keep_freed_memory
 from micml.precision import channels_last_weights, compiled, tune_cudnn
 
 log = logging.getLogger("micml.engine")

@@ -52,6 +52,16 @@ def _neighbours(position, size):
     return index_low, index_high, factor_low, factor_high, inside_low, inside_high
 
 
+@numba.njit(**_JIT)
+def _corners(rows_shape, offset, mask, base_y, base_x, image, out_y, out_x, k, g):
+    """One sample's corner rows (ya, yb, xa, xb), bilinear factors (fy0, fy1, fx0, fx1), inside
+    flags (iy0, iy1, ix0, ix1) and mask m: the arithmetic both kernels share."""
+    height, image_w = rows_shape[1], rows_shape[2]
+    ya, yb, fy0, fy1, iy0, iy1 = _neighbours(base_y[out_y, k] + offset[image, out_y, out_x, k, g, 0], height)
+    xa, xb, fx0, fx1, ix0, ix1 = _neighbours(base_x[out_x, k] + offset[image, out_y, out_x, k, g, 1], image_w)
+    return ya, yb, xa, xb, fy0, fy1, fx0, fx1, iy0, iy1, ix0, ix1, mask[image, out_y, out_x, k, g]
+
+
 # Reassociation lets LLVM vectorise the reduction; the order is still fixed for a given
 # machine, so results are reproducible run to run. `width` is a compile-time constant here too
 # (numba.literally; a kernel passes its closure's width, so there is no run-time dispatch).
@@ -86,7 +96,7 @@ def for_width(width: int) -> Kernels:
         undeformed positions; columns (n, K, G, width) for the pixels (b, y, x) numbered
         [first, first + n). rows and columns C-contiguous.
         """
-        _, height, image_w, groups, _ = rows.shape
+        groups = rows.shape[3]
         out_h, out_w, points = base_y.shape[0], base_x.shape[0], base_y.shape[1]
         dtype = columns.dtype.type
         for p in numba.prange(columns.shape[0]):
@@ -94,11 +104,8 @@ def for_width(width: int) -> Kernels:
             image, out_y, out_x = pixel // (out_h * out_w), (pixel // out_w) % out_h, pixel % out_w
             for k in range(points):
                 for g in range(groups):
-                    ya, yb, fy0, fy1, _, _ = _neighbours(base_y[out_y, k] + offset[image, out_y, out_x, k, g, 0],
-                                                         height)
-                    xa, xb, fx0, fx1, _, _ = _neighbours(base_x[out_x, k] + offset[image, out_y, out_x, k, g, 1],
-                                                         image_w)
-                    m = mask[image, out_y, out_x, k, g]
+                    ya, yb, xa, xb, fy0, fy1, fx0, fx1, _, _, _, _, m = _corners(
+                        rows.shape, offset, mask, base_y, base_x, image, out_y, out_x, k, g)
                     w00, w01 = dtype(m * fy0 * fx0), dtype(m * fy0 * fx1)
                     w10, w11 = dtype(m * fy1 * fx0), dtype(m * fy1 * fx1)
                     r00, r01 = rows[image, ya, xa, g], rows[image, ya, xb, g]
@@ -118,7 +125,7 @@ def for_width(width: int) -> Kernels:
         caller) has a fixed order. Writes the offset gradient (n, K, G, 2) and the mask
         gradient (n, K, G).
         """
-        _, height, image_w, groups, _ = rows.shape
+        groups = rows.shape[3]
         out_h, out_w, points = base_y.shape[0], base_x.shape[0], base_y.shape[1]
         dtype = grad_columns.dtype.type
         samples, parts = grad_columns.shape[0], grad_rows.shape[0]
@@ -130,11 +137,8 @@ def for_width(width: int) -> Kernels:
                 image, out_y, out_x = pixel // (out_h * out_w), (pixel // out_w) % out_h, pixel % out_w
                 for k in range(points):
                     for g in range(groups):
-                        ya, yb, fy0, fy1, iy0, iy1 = _neighbours(
-                            base_y[out_y, k] + offset[image, out_y, out_x, k, g, 0], height)
-                        xa, xb, fx0, fx1, ix0, ix1 = _neighbours(
-                            base_x[out_x, k] + offset[image, out_y, out_x, k, g, 1], image_w)
-                        m = mask[image, out_y, out_x, k, g]
+                        ya, yb, xa, xb, fy0, fy1, fx0, fx1, iy0, iy1, ix0, ix1, m = _corners(
+                            rows.shape, offset, mask, base_y, base_x, image, out_y, out_x, k, g)
                         grad = grad_columns[p, k, g]
                         if want_rows:
                             w00, w01 = dtype(m * fy0 * fx0), dtype(m * fy0 * fx1)
