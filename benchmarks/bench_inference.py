@@ -37,7 +37,6 @@ from micml.inference.tiling import TiledDetector
 from micml.models import build, optimize_for_inference
 
 
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="micml", help="registry variant (default micml)")
@@ -46,11 +45,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tiled-size", type=int, default=1024, help="frame side for tiled throughput (default 1024)")
     parser.add_argument("--tile", type=int, default=512, help="tile side (default 512)")
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap (default 32)")
-    parser.add_argument("--tiled-frames", type=int, default=2, help="timed frames for throughput (default 2)")
+    parser.add_argument("--tiled-frames", type=int, default=2, help="timed frames for throughput (default 2; 0 skips the frame-size costs)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (CI)")
     gpu_options.add_gpu_arguments(parser)
     args = parser.parse_args(argv)
+    if args.tiled_frames < 0:
+        parser.error(f"--tiled-frames must be 0 (skip the frame-size costs) or more, not {args.tiled_frames}")
     gpu_options.require_device(args.device)
     if args.tiny:
         args.size, args.repeats, args.tiled_size, args.tile, args.overlap, args.tiled_frames = 64, 2, 128, 64, 16, 1
@@ -126,7 +127,8 @@ def main(argv=None) -> None:
         diff = baselines.max_abs_diff(expected, first["optimised"][head])
         print(f"max |diff| {head:4s} {diff:.2e} (max |output| {expected.abs().max().item():.2e})")
 
-    frame_costs(model, optimised, peaks, args)
+    if args.tiled_frames:
+        frame_costs(model, optimised, peaks, args)
     print(f"peak RSS of this process {baselines.peak_rss_mib():.0f} MiB")
 
 

@@ -3,7 +3,11 @@
 A speed-up over a slow baseline says nothing about how much of the CPU is left idle. So each
 model benchmark also measures, in its own process and thread count, two ceilings:
 
-* the GEMM peak: `torch.mm` of two large fp32 square matrices (best of several);
+* the GEMM peak: a product of two large fp32 square matrices (best of several), through
+  both libraries torch has on the CPU, MKL (`torch.mm`) and oneDNN (`micml.ops.matmul.linear`),
+  whichever is faster here: MKL takes its AVX-512 kernels on Intel CPUs only, and on an AMD
+  EPYC with AVX-512 ran at less than half oneDNN's rate, so `torch.mm` alone understated
+  this machine's limit (and overstated every "% of GEMM peak") by 2x;
 * the conv peak: a 3x3 `conv2d`, 64 -> 64 channels on 256 x 256 (best of several, the faster
   of NCHW and channels_last), the shape that dominates the detectors' full-resolution layers;
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import time
 from typing import Sequence
 
@@ -39,6 +44,8 @@ BACKWARD_FACTOR = 3
 class Peaks:
     gemm_gflops: float
     conv_gflops: float
+    #: each library's GEMM rate, e.g. {"MKL": 212.3, "oneDNN": 482.7}; gemm_gflops is the best
+    gemm_by_library: dict = dataclasses.field(default_factory=dict)
 
 
 def best_gflops(function, flops: float, repeats: int = PEAK_REPEATS) -> float:
@@ -52,10 +59,16 @@ def best_gflops(function, flops: float, repeats: int = PEAK_REPEATS) -> float:
     return flops / fastest / 1e9
 
 
-def gemm_peak(side: int) -> float:
+def gemm_rates(side: int) -> dict:
+    """GFLOP/s of a side^3 fp32 product through each library torch has here."""
+    from micml.ops.matmul import linear, onednn_available
+
     a, b = torch.randn(side, side), torch.randn(side, side)
+    products = {"MKL" if torch.backends.mkl.is_available() else "torch.mm": lambda: torch.mm(a, b)}
+    if onednn_available():
+        products["oneDNN"] = lambda: linear(a, b)
     with torch.inference_mode():
-        return best_gflops(lambda: torch.mm(a, b), 2.0 * side ** 3)
+        return {library: best_gflops(product, 2.0 * side ** 3) for library, product in products.items()}
 
 
 def conv_peak(side: int, channels: int = CONV_CHANNELS) -> float:
@@ -73,15 +86,17 @@ def conv_peak(side: int, channels: int = CONV_CHANNELS) -> float:
 
 def measure_peaks(tiny: bool = False) -> Peaks:
     """This machine's fp32 GEMM and 3x3 conv throughput at the current thread count."""
-    return Peaks(gemm_peak(GEMM_SIDE_TINY if tiny else GEMM_SIDE),
-                 conv_peak(CONV_SIDE_TINY if tiny else CONV_SIDE))
+    gemm = gemm_rates(GEMM_SIDE_TINY if tiny else GEMM_SIDE)
+    return Peaks(max(gemm.values()), conv_peak(CONV_SIDE_TINY if tiny else CONV_SIDE), gemm)
 
 
 def print_peaks(peaks: Peaks, tiny: bool = False) -> None:
     gemm = GEMM_SIDE_TINY if tiny else GEMM_SIDE
     conv = CONV_SIDE_TINY if tiny else CONV_SIDE
+    libraries = ", ".join(f"{library} {rate:.1f}" for library, rate in peaks.gemm_by_library.items())
     print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads; peaks: GEMM {peaks.gemm_gflops:.1f} GFLOP/s "
-          f"(sgemm {gemm}^2), conv {peaks.conv_gflops:.1f} GFLOP/s (3x3 conv2d {CONV_CHANNELS} ch, {conv}x{conv})")
+          f"(fp32 {gemm}^2, the best of {libraries}), conv {peaks.conv_gflops:.1f} GFLOP/s "
+          f"(3x3 conv2d {CONV_CHANNELS} ch, {conv}x{conv})")
 
 
 def measured_peaks(tiny: bool = False) -> Peaks:
@@ -100,12 +115,28 @@ def model_flops(model: torch.nn.Module, input_shape: Sequence[int]) -> float:
     return 2.0 * multiply_accumulates(meta, tuple(input_shape))
 
 
+@functools.lru_cache(maxsize=1)
+def _count_onednn_products() -> None:
+    """Teach torch's FLOP counter the oneDNN product `micml.ops.matmul.linear` calls (it knows
+    aten's mm, addmm and convolutions only, and would count the deformable convs' GEMMs as 0)."""
+    from micml.ops.matmul import onednn_available
+    from torch.utils.flop_counter import register_flop_formula
+
+    if not onednn_available():
+        return
+
+    @register_flop_formula(torch.ops.mkldnn._linear_pointwise)
+    def linear_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * input_shape[0] * input_shape[1] * weight_shape[0]
+
+
 def executed_flops(function) -> float:
     """FLOPs of the convolutions and matrix products `function()` runs, forward and backward
     (`torch.utils.flop_counter`): for a training step, whose nominal count would credit the
     work an optimisation skips (MICML's motion module computes ~60 % of the reference's)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    _count_onednn_products()
     with FlopCounterMode(display=False) as counter:
         function()
     return float(counter.get_total_flops())

@@ -14,6 +14,8 @@ from micml.ops import check as check_module
 from micml.ops import deform_conv as deform_conv_module
 from micml.ops import gather as gather_module
 from micml.ops import kernels
+from micml.ops import matmul as matmul_module
+from micml.ops.matmul import linear, onednn_available
 from micml.ops.reference import reference_modulated_deform_conv2d
 
 BACKENDS = ("gather", "torchvision")
@@ -307,6 +309,42 @@ def test_gradients_do_not_depend_on_the_thread_count():
     for a, b, c in zip(one, two, again):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
         assert torch.equal(b, c)  # same threads, same order: bit for bit
+
+
+# ---------------------------------------------------------------------------- GEMM library
+def test_linear_matches_torch_for_any_strides_and_dtypes():
+    generator = torch.Generator().manual_seed(3)
+    x, weight, bias = (torch.randn(*shape, generator=generator) for shape in ((37, 12), (5, 12), (5,)))
+    expected = x @ weight.t() + bias
+    torch.testing.assert_close(linear(x, weight, bias), expected)
+    transposed_storage = (x.t().contiguous().t(), weight.t().contiguous().t())
+    torch.testing.assert_close(linear(*transposed_storage, bias), expected)
+    grad = torch.randn(37, 5, generator=generator)
+    torch.testing.assert_close(linear(grad.t(), x.t()), grad.t() @ x)  # the weight gradient's form
+    doubles = x.double(), weight.double()
+    assert torch.equal(linear(*doubles), doubles[0] @ doubles[1].t())  # float64: torch's own product
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
+def test_float32_dcn_products_run_on_onednn():
+    """MKL's sgemm takes AVX2 code on AMD CPUs: the DCN's GEMMs must not fall back to it."""
+    case = random_case(2, 8, 6, (12, 10), dtype=torch.float32)
+    with torch.profiler.profile() as profile:
+        _output_and_grads(case)
+    ops = {event.key for event in profile.key_averages()}
+    assert "mkldnn::_linear_pointwise" in ops
+    assert not ops & {"aten::mm", "aten::addmm"}, ops
+
+
+def test_onednn_and_torch_products_give_the_same_dcn(monkeypatch):
+    case = random_case(2, 8, 6, (20, 24), groups=2, offset_scale=3.0, dtype=torch.float32)
+    library = _output_and_grads(case)
+    monkeypatch.setattr(matmul_module, "onednn_available", lambda: False)
+    with torch.profiler.profile() as profile:
+        fallback = _output_and_grads(case)
+    assert "mkldnn::_linear_pointwise" not in {event.key for event in profile.key_averages()}
+    for found, expected in zip(library, fallback):
+        torch.testing.assert_close(found, expected, rtol=1e-4, atol=1e-4)  # float32 sums in another order
 
 
 def test_gather_backend_refuses_other_devices():

@@ -31,6 +31,7 @@ from micml.models.fuse import BandedHead, FirstThreeFramesMaxPool, FoldedConv3dR
 from micml.models.motion import ConvLSTMCell, MotionModule
 from micml.models.motion_reference import reference_motion_forward
 from micml.models.temporal import Conv3dBNReLU
+from micml.ops.matmul import onednn_available
 from micml.ops.reference import reference_modulated_deform_conv2d
 
 torch.set_num_threads(2)
@@ -191,6 +192,20 @@ def test_mix_first_deform_conv_matches_naive_reference(monkeypatch, stride, padd
     torch.testing.assert_close(found, expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
+def test_mix_first_float32_mixes_channels_on_onednn():
+    generator = torch.Generator().manual_seed(5)
+    x, weight = torch.randn(1, 16, 20, 18, generator=generator), torch.randn(8, 16, 3, 3, generator=generator)
+    offset, mask_logits = torch.randn(1, 18, 20, 18, generator=generator), torch.randn(1, 9, 20, 18, generator=generator)
+    expected = reference_modulated_deform_conv2d(x.double(), offset.double(), mask_logits.double().sigmoid(),
+                                                 weight.double(), None, 1, 1, 1)
+    with torch.profiler.profile() as profile:
+        found = fast_deform.deform_conv2d_mix_first(x, offset, mask_logits, weight, None)
+    ops = {event.key for event in profile.key_averages()}
+    assert "mkldnn::_linear_pointwise" in ops and "aten::mm" not in ops, ops
+    torch.testing.assert_close(found.double(), expected, rtol=0, atol=1e-4)
+
+
 def test_banded_head_equals_head(monkeypatch):
     monkeypatch.setattr("micml.models.fuse.HEAD_PIXELS_PER_BAND", 30)  # 3 rows of 10 per band
     torch.manual_seed(8)
@@ -257,6 +272,29 @@ def test_rate_line_states_percent_of_each_peak():
     roofline = _roofline()
     line = roofline.rate_line("optimised", 50e9, 0.5, roofline.Peaks(gemm_gflops=200.0, conv_gflops=125.0))
     assert line.startswith("optimised: 100.0 GFLOP/s, 50 % of GEMM peak, 80 % of conv peak"), line
+
+
+def test_executed_flops_count_the_deformable_convs_products():
+    """The gather DCN's GEMMs run on oneDNN's op, which torch's FLOP counter does not know by itself."""
+    from micml.ops import modulated_deform_conv2d
+
+    roofline = _roofline()
+    x, weight = torch.randn(1, 8, 10, 10, requires_grad=True), torch.randn(4, 8, 3, 3, requires_grad=True)
+    offset, mask = torch.randn(1, 18, 10, 10), torch.rand(1, 9, 10, 10)
+
+    def forward_and_backward():
+        modulated_deform_conv2d(x, offset, mask, weight, None, backend="gather").sum().backward()
+
+    forward = 2 * 10 * 10 * (8 * 9) * 4
+    assert roofline.executed_flops(forward_and_backward) == roofline.BACKWARD_FACTOR * forward
+
+
+def test_gemm_peak_is_the_faster_library():
+    roofline = _roofline()
+    rates = roofline.gemm_rates(64)
+    assert ("oneDNN" in rates) == onednn_available() and len(rates) >= 1
+    peaks = roofline.measure_peaks(tiny=True)
+    assert peaks.gemm_gflops == max(peaks.gemm_by_library.values())
 
 
 def test_model_flops_counts_without_touching_the_model():

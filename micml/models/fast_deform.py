@@ -29,6 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from micml.ops.matmul import linear
 from micml.precision import float32_under_autocast
 
 # Border added before (1) and after (2) each spatial axis of the mixed map Y.
@@ -89,7 +90,7 @@ def deform_conv2d_mix_first(x: torch.Tensor, offset: torch.Tensor, mask_logits: 
     out_h, out_w = offset.shape[-2:]
     padded = zero_padded_channels_last(x)
     padded_h, padded_w = padded.shape[1:3]
-    mix = weight.permute(1, 2, 3, 0).reshape(channels, points * out_channels)
+    mix = weight.permute(2, 3, 0, 1).reshape(points * out_channels, channels)  # rows (k, o) of C weights
     index_dtype = torch.int32 if padded.numel() // channels * points <= _INT32_LIMIT else torch.int64
 
     # Everything per (image, output row, output column, kernel point): channels-last order.
@@ -108,7 +109,6 @@ def deform_conv2d_mix_first(x: torch.Tensor, offset: torch.Tensor, mask_logits: 
     # Buffers written band after band: reusing them keeps them in the CPU caches, where a
     # fresh tensor per band would stream through memory (3x slower for Y on 2 cores). A bag
     # is laid out (corner, kernel point): writing one corner is then a run of K values.
-    band_rows_buffer = x.new_empty(batch * min(span_limit, padded_h) * padded_w, points * out_channels)
     samples_per_band = batch * rows_per_band * out_w * 4 * points
     index_buffer = torch.empty(samples_per_band, device=x.device, dtype=index_dtype)
     weight_buffer = x.new_empty(samples_per_band)
@@ -129,11 +129,11 @@ def deform_conv2d_mix_first(x: torch.Tensor, offset: torch.Tensor, mask_logits: 
         # Y as rows ((image * rows_per_image + padded row - top) * Wp + padded col) * K + k.
         if bottom - top < span_limit:
             span = padded[:, top:bottom + 1].reshape(-1, channels)
-            rows = torch.mm(span, mix, out=band_rows_buffer[:span.shape[0]]).view(-1, out_channels)
+            rows = linear(span, mix).view(-1, out_channels)
             rows_per_image = bottom - top + 1
         else:  # large offsets: mix the whole frame once
             if whole_frame_rows is None:
-                whole_frame_rows = (padded.view(-1, channels) @ mix).view(-1, out_channels)
+                whole_frame_rows = linear(padded.view(-1, channels), mix).view(-1, out_channels)
             rows, rows_per_image, top = whole_frame_rows, padded_h, 0
         top_left = row.to(index_dtype).mul_(padded_w * points)
         top_left.add_(col.to(index_dtype), alpha=points)

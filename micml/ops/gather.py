@@ -4,7 +4,7 @@ For a slice of output pixels:
 
 * forward: ``columns`` (pixels, K*G*Cg) = the bilinear samples of a channels-last view of
   the input (one fused pass, :func:`micml.ops.kernels.sample_columns`), output = columns @
-  weight matrix (one GEMM);
+  weight rows.T (one GEMM);
 * backward: the weight gradient from the columns (recomputed, one GEMM), the columns'
   gradient (one GEMM), then one fused pass (:func:`micml.ops.kernels.sample_gradients`)
   scattering it into the input gradient and turning its dot products with the four corners
@@ -13,7 +13,8 @@ For a slice of output pixels:
 The kernels read offsets and masks in place, whatever their strides (a channel slice of the
 offset/mask conv's output needs no copy), and write their gradients pixel-major. Nothing per
 sample is kept for backward (it is recomputed, as torchvision's kernel does), so memory stays
-bounded by ``COLUMN_CHUNK_BYTES`` whatever the frame size.
+bounded by ``COLUMN_CHUNK_BYTES`` whatever the frame size. The GEMMs go through
+:func:`micml.ops.matmul.linear` (oneDNN in float32).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numba
 import torch
 
 from micml.ops import kernels
+from micml.ops.matmul import linear
 
 # Upper bound on the column buffer of one slice; larger outputs are processed
 # in slices of output pixels so big frames do not need gigabytes of columns.
@@ -42,12 +44,12 @@ def deform_conv2d_gather(x, offset, mask, weight, bias, stride, padding, dilatio
     groups = offset.shape[1] // (2 * points)
     if mask is None:  # DCNv1: every sample weighs 1 (a broadcast view; no gradient)
         mask = offset.new_ones(()).expand(batch, groups * points, *offset.shape[-2:])
-    # Column order inside one output pixel is (kernel point, channel): the weight is laid
-    # out the same way, (kh, kw, C) x O.
-    weight_matrix = weight.permute(2, 3, 1, 0).reshape(points * channels, out_channels)
+    # Column order inside one output pixel is (kernel point, channel): each output channel's
+    # weight row is laid out the same way, O x (kh, kw, C).
+    weight_rows = weight.permute(0, 2, 3, 1).reshape(out_channels, points * channels)
     base_y, base_x = _undeformed_positions(offset.shape[-2:], (kernel_h, kernel_w), stride, padding,
                                           dilation, offset.dtype)
-    out = _DeformConvFunction.apply(x, offset, mask, weight_matrix, bias, base_y, base_x)
+    out = _DeformConvFunction.apply(x, offset, mask, weight_rows, bias, base_y, base_x)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return out  # channels_last strides, as the caller's input
     return out.contiguous()
@@ -77,45 +79,41 @@ def _pixel_major(offset, mask, groups):
 
 
 class _DeformConvFunction(torch.autograd.Function):
-    """out (B, O, Ho, Wo), channels-last = sampled columns @ weight_matrix + bias, slice by slice."""
+    """out (B, O, Ho, Wo), channels-last = sampled columns @ weight_rows.T + bias, slice by slice."""
 
     @staticmethod
-    def forward(ctx, x, offset, mask, weight_matrix, bias, base_y, base_x):
+    def forward(ctx, x, offset, mask, weight_rows, bias, base_y, base_x):
         _use_torch_threads()
         sampler = _Sampler(x, offset, mask, base_y, base_x)
-        pixels = sampler.pixels
-        out = x.new_empty(pixels, weight_matrix.shape[1])
-        for first, last in _pixel_slices(pixels, weight_matrix.shape[0], x.element_size()):
-            columns = sampler.columns(first, last)
-            if bias is None:
-                torch.mm(columns, weight_matrix, out=out[first:last])
-            else:
-                torch.addmm(bias, columns, weight_matrix, out=out[first:last])
+        slices = list(_pixel_slices(sampler.pixels, weight_rows.shape[1], x.element_size()))
+        products = [linear(sampler.columns(first, last), weight_rows, bias) for first, last in slices]
+        out = products[0] if len(products) == 1 else torch.cat(products)
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, offset, mask, weight_matrix, base_y, base_x)
+        ctx.save_for_backward(x, offset, mask, weight_rows, base_y, base_x)
         batch, _, out_h, out_w = offset.shape
         return out.view(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        x, offset, mask, weight_matrix, base_y, base_x = ctx.saved_tensors
-        need_x, need_offset, need_mask, need_matrix, need_bias = ctx.needs_input_grad[:5]
+        x, offset, mask, weight_rows, base_y, base_x = ctx.saved_tensors
+        need_x, need_offset, need_mask, need_weight, need_bias = ctx.needs_input_grad[:5]
         _use_torch_threads()
         sampler = _Sampler(x, offset, mask, base_y, base_x)
         grad_out = grad_out.permute(0, 2, 3, 1).reshape(sampler.pixels, -1)  # pixel rows (free if channels_last)
-        grad_matrix = torch.zeros_like(weight_matrix) if need_matrix else None
+        grad_weight = torch.zeros_like(weight_rows) if need_weight else None
         grad_bias = grad_out.sum(0) if need_bias and ctx.has_bias else None
         grads = _SamplingGradients(sampler, need_x, need_offset or need_mask)
-        for first, last in _pixel_slices(sampler.pixels, weight_matrix.shape[0], x.element_size()):
+        weight_columns = weight_rows.t().contiguous()  # grad columns = grad_out @ weight_rows
+        for first, last in _pixel_slices(sampler.pixels, weight_rows.shape[1], x.element_size()):
             grad_slice = grad_out[first:last]
-            if need_matrix:
-                grad_matrix.addmm_(sampler.columns(first, last).t(), grad_slice)
+            if need_weight:
+                grad_weight += linear(grad_slice.t(), sampler.columns(first, last).t())
             if need_x or need_offset or need_mask:
-                grads.add(first, torch.mm(grad_slice, weight_matrix.t()))
+                grads.add(first, linear(grad_slice, weight_columns))
         grad_x, grad_offset, grad_mask = grads.result()
         return (grad_x, grad_offset if need_offset else None, grad_mask if need_mask else None,
-                grad_matrix, grad_bias, None, None)
+                grad_weight, grad_bias, None, None)
 
 
 def _pixel_slices(pixels, columns_per_pixel, element_size):
