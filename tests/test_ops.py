@@ -15,7 +15,7 @@ from micml.ops import deform_conv as deform_conv_module
 from micml.ops import gather as gather_module
 from micml.ops import kernels
 from micml.ops import matmul as matmul_module
-from micml.ops.matmul import linear, onednn_available
+from micml.ops.matmul import Linear, linear, onednn_available
 from micml.ops.reference import reference_modulated_deform_conv2d
 
 BACKENDS = ("gather", "torchvision")
@@ -334,6 +334,32 @@ def test_float32_dcn_products_run_on_onednn():
     ops = {event.key for event in profile.key_averages()}
     assert "mkldnn::_linear_pointwise" in ops
     assert not ops & {"aten::mm", "aten::addmm"}, ops
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_linear_layer_is_nn_linear_with_its_products_on_onednn(dtype):
+    torch.manual_seed(4)
+    plain = torch.nn.Linear(12, 5).to(dtype)
+    ours = Linear(12, 5).to(dtype)
+    assert ours.load_state_dict(plain.state_dict()) and ours.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(3, 7, 12, dtype=dtype)  # leading dims, as the motion module's per-pixel mapping
+    grad = torch.randn(3, 7, 5, dtype=dtype)
+    results = []
+    for layer in (plain, ours):
+        leaf = x.clone().requires_grad_()
+        with torch.profiler.profile() as profile:
+            out = layer(leaf)
+            out.backward(grad)
+        ops = {event.key for event in profile.key_averages()}
+        results.append((out.detach(), leaf.grad, layer.weight.grad, layer.bias.grad, ops))
+    expected, found = results
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    for a, b in zip(found[:4], expected[:4]):
+        torch.testing.assert_close(a, b, **tolerance)
+    on_onednn = dtype == torch.float32 and onednn_available()
+    assert ("mkldnn::_linear_pointwise" in found[4]) == on_onednn, found[4]
+    if on_onednn:
+        assert not found[4] & {"aten::mm", "aten::addmm"}, found[4]
 
 
 def test_onednn_and_torch_products_give_the_same_dcn(monkeypatch):

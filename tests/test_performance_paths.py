@@ -85,6 +85,18 @@ def test_motion_module_pools_channels_last_memory_on_cpu(monkeypatch):
     assert layouts and not any(layouts)
 
 
+@pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
+def test_motion_module_linear_layers_train_on_onednn():
+    """MKL's sgemm takes AVX2 code on AMD CPUs: w0, w1, w2, the SE layers and the per-pixel
+    mapping run their forward and backward products on oneDNN (only the adapter's batched
+    matmul stays with torch)."""
+    motion = MotionModule(channels=8, num_layers=1, pooled_size=4).train()
+    with torch.profiler.profile() as profile:
+        motion(torch.randn(2, 5, 8, 12, 10)).sum().backward()
+    ops = {event.key for event in profile.key_averages()}
+    assert "mkldnn::_linear_pointwise" in ops and not ops & {"aten::mm", "aten::addmm"}, ops
+
+
 def test_convlstm_step_from_input_gates_equals_cell_forward():
     torch.manual_seed(5)
     cell = ConvLSTMCell(6, 4)

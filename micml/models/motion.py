@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from micml.ops.matmul import Linear
+
 from . import layout
 
 
@@ -107,9 +109,9 @@ class SqueezeExcitation(nn.Module):
     def __init__(self, channels: int, reduction: int = 2):
         super().__init__()
         self.fc = nn.Sequential(
-            nn.Linear(channels, channels // reduction, bias=False),
+            Linear(channels, channels // reduction, bias=False),
             nn.ReLU(inplace=True),
-            nn.Linear(channels // reduction, channels, bias=False),
+            Linear(channels // reduction, channels, bias=False),
             nn.Sigmoid(),
         )
 
@@ -151,11 +153,11 @@ class MotionModule(nn.Module):
         self.cell_list2 = nn.ModuleList(cells)
         self.maxpool = nn.AdaptiveMaxPool2d(pooled_size)
         if mining and adapter:
-            self.w0 = nn.Linear(pooled_size * pooled_size, channels)
+            self.w0 = Linear(pooled_size * pooled_size, channels)
         if adapter:
-            self.w1 = nn.Linear(channels, channels)
+            self.w1 = Linear(channels, channels)
         if mining and adapter:
-            self.w2 = nn.Linear(channels, channels)
+            self.w2 = Linear(channels, channels)
         if adapter:
             self.se1 = SqueezeExcitation(channels, reduction=2)
         if mining:
@@ -166,9 +168,9 @@ class MotionModule(nn.Module):
                 nn.ReLU(),
             )
         self.mapping = nn.Sequential(
-            nn.Linear(2 * channels, channels, bias=False),
+            Linear(2 * channels, channels, bias=False),
             nn.ReLU(inplace=True),
-            nn.Linear(channels, channels, bias=False),
+            Linear(channels, channels, bias=False),
         )
 
     # ------------------------------------------------------------------ the pieces of the math

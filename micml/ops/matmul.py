@@ -1,12 +1,14 @@
-"""Dense float32 products for the deformable convs' GEMMs, through oneDNN where torch has it.
+"""Dense float32 products for micml's GEMMs (the deformable convs' columns, the motion
+module's linear layers), through oneDNN where torch has it.
 
 ``torch.mm`` on the CPU calls MKL's sgemm, which takes its AVX-512 kernels on Intel CPUs only.
 On a 2-core AMD EPYC with AVX-512 it ran a 2048^2 product at ~212 GFLOP/s and the deformable
 convs' column products (32768 x 576 x 64) at ~145-165, while oneDNN, the library torch's own
-convolutions run on, did the same products at ~360-450 GFLOP/s. oneDNN's matmul is reachable
+convolutions run on, did the same products at ~360-480 GFLOP/s. oneDNN's matmul is reachable
 in torch only through the (internal, but stable since torch 2.0) op behind inductor's packed
-linear layers, ``mkldnn._linear_pointwise``; float64, non-CPU tensors and builds without
-oneDNN take ``torch.addmm`` / ``torch.mm``.
+linear layers, ``mkldnn._linear_pointwise``, which has no autograd formula: :func:`linear`
+adds one. float64, other devices, CPU autocast and builds without oneDNN take
+``torch.addmm`` / ``torch.mm``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from torch import nn
 
 
 @functools.lru_cache(maxsize=1)
@@ -23,13 +26,49 @@ def onednn_available() -> bool:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``torch.nn.functional.linear`` of 2-D tensors: x (M, K) @ weight (N, K).T + bias (N,).
+    """``torch.nn.functional.linear`` of 2-D tensors, differentiable: x (M, K) @ weight (N, K).T + bias.
 
     Any strides: a transposed view goes to oneDNN as it is (no copy), so a weight gradient
     ``grad_out.T @ columns`` is ``linear(grad_out.t(), columns.t())``.
     """
-    if x.dtype == torch.float32 and x.device.type == "cpu" and onednn_available():
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _Linear.apply(x, weight, bias)
+    return _product(x, weight, bias)
+
+
+def _product(x, weight, bias):
+    on_onednn = (x.dtype == torch.float32 and x.device.type == "cpu" and onednn_available()
+                 and not torch.is_autocast_enabled("cpu"))
+    if on_onednn:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     if bias is None:
         return torch.mm(x, weight.t())
     return torch.addmm(bias, x, weight.t())
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _product(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        need_x, need_weight, need_bias = ctx.needs_input_grad
+        grad_x = _product(grad_out, weight.t(), None) if need_x else None
+        grad_weight = _product(grad_out.t(), x.t(), None) if need_weight else None
+        grad_bias = grad_out.sum(0) if need_bias and ctx.has_bias else None
+        return grad_x, grad_weight, grad_bias
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, state-dict keys and initialisation) whose products
+    go through :func:`linear`. Takes (..., in_features) like ``nn.Linear``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = linear(x.reshape(-1, x.shape[-1]), self.weight, self.bias)
+        return rows.view(*x.shape[:-1], rows.shape[-1])
