@@ -15,7 +15,7 @@ from micml.ops import deform_conv as deform_conv_module
 from micml.ops import gather as gather_module
 from micml.ops import kernels
 from micml.ops import matmul as matmul_module
-from micml.ops.matmul import Linear, linear, onednn_available
+from micml.ops.matmul import Linear, PointwiseConv2d, linear, onednn_available
 from micml.ops.reference import reference_modulated_deform_conv2d
 
 BACKENDS = ("gather", "torchvision")
@@ -360,6 +360,50 @@ def test_linear_layer_is_nn_linear_with_its_products_on_onednn(dtype):
     assert ("mkldnn::_linear_pointwise" in found[4]) == on_onednn, found[4]
     if on_onednn:
         assert not found[4] & {"aten::mm", "aten::addmm"}, found[4]
+
+
+def test_linear_layer_under_cpu_autocast_behaves_as_nn_linear():
+    """Autocast is torch's business: bf16 forward, float32 parameter gradients, as nn.Linear."""
+    torch.manual_seed(6)
+    plain, ours = torch.nn.Linear(12, 5), Linear(12, 5)
+    ours.load_state_dict(plain.state_dict())
+    x = torch.randn(7, 12)
+    results = []
+    for layer in (plain, ours):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x)
+        out.float().sum().backward()
+        results.append((out, layer.weight.grad))
+    (expected, expected_grad), (found, found_grad) = results
+    assert found.dtype == expected.dtype == torch.bfloat16 and found_grad.dtype == torch.float32
+    assert torch.equal(found, expected) and torch.equal(found_grad, expected_grad)
+
+
+@pytest.mark.parametrize("memory_format,dtype", [(torch.channels_last, torch.float32),
+                                                 (torch.contiguous_format, torch.float32),
+                                                 (torch.channels_last, torch.float64)])
+def test_pointwise_conv_is_a_1x1_conv2d(memory_format, dtype):
+    """Channels-last float32 runs as a oneDNN product over the pixels; anything else is the conv."""
+    torch.manual_seed(7)
+    plain = torch.nn.Conv2d(20, 6, 1).to(dtype)
+    ours = PointwiseConv2d(20, 6).to(dtype)
+    assert ours.load_state_dict(plain.state_dict()) and ours.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(2, 20, 5, 7, dtype=dtype).contiguous(memory_format=memory_format)
+    results = []
+    for layer in (plain, ours):
+        leaf = x.clone().requires_grad_()
+        with torch.profiler.profile() as profile:
+            out = layer(leaf)
+            out.sin().sum().backward()
+        ops = {event.key for event in profile.key_averages()}
+        results.append((out.detach(), leaf.grad, layer.weight.grad, layer.bias.grad, ops))
+    (*expected, _), (*found, ops) = results
+    assert found[0].is_contiguous(memory_format=memory_format)
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    for a, b in zip(found, expected):
+        torch.testing.assert_close(a, b, **tolerance)
+    as_product = memory_format == torch.channels_last and dtype == torch.float32 and onednn_available()
+    assert ("mkldnn::_linear_pointwise" in ops) == as_product and ("aten::convolution" in ops) != as_product, ops
 
 
 def test_onednn_and_torch_products_give_the_same_dcn(monkeypatch):

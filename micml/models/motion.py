@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from micml.ops.matmul import Linear
+from micml.ops.matmul import Linear, PointwiseConv2d
 
 from . import layout
 
@@ -163,7 +163,7 @@ class MotionModule(nn.Module):
         if mining:
             self.se2 = SqueezeExcitation(channels, reduction=2)
             self.conv1 = nn.Sequential(
-                nn.Conv2d(2 * channels * num_frames, channels, 1, stride=1, padding=0, bias=False),
+                PointwiseConv2d(2 * channels * num_frames, channels, bias=False),
                 nn.BatchNorm2d(channels),
                 nn.ReLU(),
             )
