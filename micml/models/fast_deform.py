@@ -11,7 +11,8 @@ The second line is one `embedding_bag` per band of output rows: 4*K weighted row
 floats summed into one row. Compared with sampling x first (micml.ops.gather: 4*K rows of C
 floats into K*C columns, then a GEMM) there is no column buffer, the bags are K times fewer
 and, when O < C, the rows are shorter. Each band mixes only the input rows its samples read
-(a few more than its own with trained offsets) into a reused buffer, so Y stays in the CPU
+(a few more than its own with trained offsets), one oneDNN product per band: Y of a band is
+small and its freed block comes back from the heap for the next band, so Y stays in the CPU
 caches; offsets of many pixels fall back to Y of the whole frame. Used by
 `micml.models.fuse` for eval; there is no backward.
 
@@ -106,9 +107,8 @@ def deform_conv2d_mix_first(x: torch.Tensor, offset: torch.Tensor, mask_logits: 
 
     rows_per_band = max(1, PIXELS_PER_BAND // max(1, batch * out_w))
     span_limit = ROW_SPAN_LIMIT * rows_per_band + 2 * kernel_h
-    # Buffers written band after band: reusing them keeps them in the CPU caches, where a
-    # fresh tensor per band would stream through memory (3x slower for Y on 2 cores). A bag
-    # is laid out (corner, kernel point): writing one corner is then a run of K values.
+    # Index and weight buffers written band after band: reusing them keeps them in the CPU
+    # caches. A bag is laid out (corner, kernel point): writing one corner is then a run of K values.
     samples_per_band = batch * rows_per_band * out_w * 4 * points
     index_buffer = torch.empty(samples_per_band, device=x.device, dtype=index_dtype)
     weight_buffer = x.new_empty(samples_per_band)

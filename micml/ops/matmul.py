@@ -1,5 +1,5 @@
 """Dense float32 products for micml's GEMMs (the deformable convs' columns, the motion
-module's linear layers), through oneDNN where torch has it.
+module's linear layers and 1x1 conv), through oneDNN where torch has it.
 
 ``torch.mm`` on the CPU calls MKL's sgemm, which takes its AVX-512 kernels on Intel CPUs only.
 On a 2-core AMD EPYC with AVX-512 it ran a 2048^2 product at ~212 GFLOP/s and the deformable
