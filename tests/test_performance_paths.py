@@ -270,6 +270,18 @@ def test_benchmark_runs_tiny_and_prints_a_ratio(script):
         assert len(RATE_LINE.findall(result.stdout)) >= 2, result.stdout
 
 
+def test_inference_benchmark_skips_frame_costs_with_zero_tiled_frames_and_refuses_negative():
+    def run(*argv):
+        return subprocess.run([sys.executable, str(BENCHMARKS / "bench_inference.py"), *argv], capture_output=True,
+                              text=True, timeout=600, env=dict(os.environ, GOMP_SPINCOUNT="0"), cwd=BENCHMARKS.parent)
+
+    refused = run("--tiled-frames", "-1")
+    assert refused.returncode == 2 and "--tiled-frames must be 0" in refused.stderr, refused.stderr[-2000:]
+    skipped = run("--tiny", "--tiled-frames", "0")
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    assert RATE_LINE.search(skipped.stdout) and "frames/s" not in skipped.stdout, skipped.stdout
+
+
 def _roofline():
     """benchmarks/roofline.py (the scripts import it as a sibling, not through a package)."""
     sys.path.insert(0, str(BENCHMARKS))
